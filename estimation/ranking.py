@@ -1,0 +1,242 @@
+"""Batched top-K: for every session and every weight vector, the K videos a recommender scoring p @ w would show.
+
+Scores are computed in float32 as ((p0*w0 + p1*w1) + p2*w2) + p3*w3 with each product and sum rounded separately
+(no matmul, no fused multiply-add), so a weight vector gets bit-identical scores, hence an identical top-K,
+whatever batch it is evaluated in.
+
+Tie-breaking (documented contract): the top-K of a session is the first K videos in the order
+(score descending, video id ascending): among equal scores the lower video id wins. Excluded (seen) videos and
+padding get score -inf and are never returned; K_eff = min(K, number of candidates). The returned lists follow
+that same order (rank order).
+
+Sessions are processed in chunks (sorted by K so that a chunk's top-k width fits its sessions), which bounds
+memory: at most `chunk_elems` scores per weight vector at a time. `probs` may be a numpy memmap; chunks are read
+on demand, or kept as float32 in memory when the whole prepared array fits `cache_bytes`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+import torch
+
+
+@dataclass
+class RankedChunk:
+    """Top-K lists of some sessions for every weight vector of a batch."""
+
+    index: int              # chunk number (stable across calls: objectives cache per-chunk data by it)
+    rows: np.ndarray        # int64 [cs]: session positions (0..S-1) of this chunk
+    ids: torch.Tensor       # int64 [B, cs, kc]: video ids in rank order, -1 beyond each session's K_eff
+    valid: torch.Tensor     # bool [cs, kc]: position j < K_eff of the session
+    k_eff: torch.Tensor     # int64 [cs]
+
+
+@dataclass
+class TopK:
+    """Flat form: session s owns ids[:, indptr[s]:indptr[s+1]] (its K_eff videos in rank order)."""
+
+    indptr: np.ndarray      # int64 [S+1]
+    ids: np.ndarray         # int64 [B, N]
+
+    def session(self, s: int, b: int = 0) -> np.ndarray:
+        return self.ids[b, self.indptr[s] : self.indptr[s + 1]]
+
+
+@dataclass
+class _Chunk:
+    rows: np.ndarray              # session positions
+    kc: int                       # max K_eff in the chunk
+    width: int                    # candidates per session (V, or the chunk's max candidate count)
+    k_eff: torch.Tensor           # [cs]
+    excl: torch.Tensor | None     # flat positions (row * width + col) scored -inf
+    cand: torch.Tensor | None     # int64 [cs, width] video ids of candidate slots (-1 pad), None = identity
+    data: torch.Tensor | None     # cached float32 [4, cs * width]
+
+
+def _csr(pair, n: int) -> tuple[np.ndarray, np.ndarray]:
+    indptr, values = (pair.indptr, pair.values) if hasattr(pair, "indptr") else pair
+    indptr, values = np.asarray(indptr, dtype=np.int64), np.asarray(values, dtype=np.int64)
+    if len(indptr) != n + 1:
+        raise ValueError(f"CSR indptr has length {len(indptr)}, expected {n + 1} (one entry per session + 1)")
+    return indptr, values
+
+
+class Ranker:
+    """Top-K per session for batches of weight vectors.
+
+    probs: [S, V, 4] float16/float32 (numpy array or memmap); k: [S] session lengths.
+    seen: optional CSR (indptr [S+1], video ids) of videos excluded per session (or an object with
+    .indptr/.values). candidates: optional CSR of the only videos to consider per session, each row sorted
+    ascending (e.g. from `pruning.skyband`); already excludes seen videos, so `seen` is then ignored.
+    """
+
+    def __init__(self, probs, k, seen=None, candidates=None, chunk_elems: int = 1 << 20,
+                 cache_bytes: int = 1 << 30, check_finite: bool = True):
+        if probs.ndim != 3 or probs.shape[2] != 4:
+            raise ValueError(f"probs must be [S, V, 4], got shape {probs.shape}")
+        self.probs = probs
+        S, V, _ = probs.shape
+        self.n_sessions, self.n_videos = S, V
+        k = np.asarray(k, dtype=np.int64)
+        if k.shape != (S,) or (k < 0).any():
+            raise ValueError(f"k must be [S]={S} non-negative ints, got shape {k.shape}")
+        if candidates is not None:
+            c_ptr, c_ids = _csr(candidates, S)
+            n_cand = np.diff(c_ptr)
+            width_of = n_cand
+            seen = None
+        else:
+            c_ptr = c_ids = None
+            width_of = np.full(S, V, dtype=np.int64)
+            n_cand = np.full(S, V, dtype=np.int64)
+            if seen is not None:
+                s_ptr, s_ids = _csr(seen, S)
+                if len(s_ids) and (s_ids.min() < 0 or s_ids.max() >= V):
+                    raise ValueError("seen video ids must lie in 0..V-1")
+                # count distinct excluded ids per session
+                n_excl = np.array([len(np.unique(s_ids[s_ptr[s]:s_ptr[s + 1]])) for s in range(S)], dtype=np.int64)
+                n_cand = V - n_excl
+        self.k = k
+        self.k_eff = np.minimum(k, n_cand)
+        self.candidates = None if c_ptr is None else (c_ptr, c_ids)
+        # chunks: sessions sorted by K_eff then width, grouped so that cs * width <= chunk_elems
+        order = np.lexsort((width_of, self.k_eff))
+        self._chunks: list[_Chunk] = []
+        i = 0
+        while i < S:
+            j, w = i, 0
+            while j < S and (j == i or max(w, width_of[order[j]]) * (j - i + 1) <= chunk_elems):
+                w = max(w, int(width_of[order[j]]))
+                j += 1
+            rows = np.sort(order[i:j])  # sorted rows: sequential reads from a memmap
+            w = max(w, 1)
+            excl = cand = None
+            if c_ptr is not None:
+                cand = torch.full((len(rows), w), -1, dtype=torch.int64)
+                for r, s in enumerate(rows):
+                    ids = c_ids[c_ptr[s]:c_ptr[s + 1]]
+                    if len(ids) > 1 and (np.diff(ids) <= 0).any():
+                        raise ValueError(f"candidates of session {s} must be sorted ascending and distinct")
+                    cand[r, : len(ids)] = torch.from_numpy(ids)
+                pad = (cand < 0).reshape(-1).nonzero().reshape(-1)
+                excl = pad if len(pad) else None
+            elif seen is not None:
+                parts = [r * w + s_ids[s_ptr[s]:s_ptr[s + 1]] for r, s in enumerate(rows)]
+                flat = np.unique(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
+                excl = torch.from_numpy(flat) if len(flat) else None
+            kc = int(self.k_eff[rows].max()) if len(rows) else 0
+            self._chunks.append(_Chunk(rows, kc, w, torch.from_numpy(self.k_eff[rows].copy()), excl, cand, None))
+            i = j
+        prepared = sum(4 * 4 * len(c.rows) * c.width for c in self._chunks)
+        self._cache = prepared <= cache_bytes
+        if self._cache or check_finite:
+            for c in self._chunks:
+                data = self._load(c)
+                if check_finite and not bool(torch.isfinite(data).all()):
+                    raise ValueError(f"probs contain non-finite values in sessions {c.rows[:5]}...")
+                if self._cache:
+                    c.data = data
+
+    @property
+    def n_chunks(self) -> int:
+        return len(self._chunks)
+
+    def _load(self, c: _Chunk) -> torch.Tensor:
+        """float32 [4, cs * width] head-major copy of the chunk's candidate probabilities."""
+        p = np.asarray(self.probs[c.rows])                        # [cs, V, 4]
+        if c.cand is not None:
+            idx = c.cand.clamp(min=0).numpy()
+            p = np.take_along_axis(p, idx[:, :, None], axis=1)    # [cs, width, 4]; pads masked later
+        t = torch.from_numpy(np.ascontiguousarray(p)).to(torch.float32)
+        return t.permute(2, 0, 1).reshape(4, -1).contiguous()
+
+    def chunks(self, W) -> Iterator[RankedChunk]:
+        """Yield the top-K lists chunk by chunk for weights W [B, 4] (finite)."""
+        W32 = np.asarray(W, dtype=np.float32).reshape(-1, 4)
+        if not np.isfinite(W32).all():
+            raise ValueError("weights must be finite")
+        for ci, c in enumerate(self._chunks):
+            data = c.data if c.data is not None else self._load(c)
+            yield RankedChunk(ci, c.rows, *_rank_chunk(data, c, W32))
+
+    def topk(self, W) -> TopK:
+        """All sessions' top-K lists in flat form (session order 0..S-1)."""
+        W32 = np.asarray(W, dtype=np.float32).reshape(-1, 4)
+        indptr = np.zeros(self.n_sessions + 1, dtype=np.int64)
+        np.cumsum(self.k_eff, out=indptr[1:])
+        out = np.full((len(W32), indptr[-1]), -1, dtype=np.int64)
+        for ch in self.chunks(W32):
+            ids = ch.ids.numpy()
+            for r, s in enumerate(ch.rows):
+                ke = self.k_eff[s]
+                out[:, indptr[s]:indptr[s] + ke] = ids[:, r, :ke]
+        return TopK(indptr, out)
+
+
+def score_into(out: torch.Tensor, tmp: torch.Tensor, data: torch.Tensor, w) -> torch.Tensor:
+    """out = ((p0*w0 + p1*w1) + p2*w2) + p3*w3 in float32, every operation rounded separately."""
+    torch.mul(data[0], float(w[0]), out=out)
+    for j in range(1, 4):
+        torch.mul(data[j], float(w[j]), out=tmp)
+        out.add_(tmp)
+    return out
+
+
+def _rank_chunk(data: torch.Tensor, c: _Chunk, W32: np.ndarray):
+    cs, width, kc = len(c.rows), c.width, c.kc
+    B = len(W32)
+    ids_out = torch.full((B, cs, max(kc, 1)), -1, dtype=torch.int64)
+    valid = torch.arange(max(kc, 1))[None, :] < c.k_eff[:, None]
+    if kc == 0:
+        return ids_out[:, :, :0], valid[:, :0], c.k_eff
+    s = torch.empty(cs * width)
+    tmp = torch.empty(cs * width)
+    kq = min(kc + 1, width)
+    k_eff = c.k_eff
+    ar = torch.arange(cs)
+    neg_inf = float("-inf")
+    for b in range(B):
+        score_into(s, tmp, data, W32[b])
+        if c.excl is not None:
+            s.index_fill_(0, c.excl, neg_inf)
+        s2 = s.view(cs, width)
+        vals, pos = torch.topk(s2, kq, dim=1, largest=True, sorted=True)
+        if kq < kc + 1:  # every candidate slot returned; pad so that vals[:, k_eff] exists
+            vals = torch.cat([vals, torch.full((cs, kc + 1 - kq), neg_inf)], 1)
+            pos = torch.cat([pos, torch.zeros((cs, kc + 1 - kq), dtype=torch.int64)], 1)
+        has = k_eff > 0
+        t = vals[ar, (k_eff - 1).clamp(min=0)]
+        nxt = vals[ar, k_eff]
+        tie = has & (nxt == t)
+        if bool(tie.any()):
+            rows = tie.nonzero().reshape(-1)
+            pos[rows, :kc] = _resolve_ties(s2[rows], t[rows], k_eff[rows], kc)
+            vals[rows, :kc] = torch.gather(s2[rows], 1, pos[rows, :kc])
+        pos, vals = pos[:, :kc], vals[:, :kc]
+        # rank order: score desc, then position (= video id order) asc; beyond K_eff: last
+        vals = torch.where(valid, vals, torch.full_like(vals, neg_inf))
+        key_pos = torch.where(valid, pos, torch.full_like(pos, width))
+        p_sorted, o1 = torch.sort(key_pos, dim=1)
+        v_sorted = torch.gather(vals, 1, o1)
+        _, o2 = torch.sort(v_sorted, dim=1, descending=True, stable=True)
+        pos = torch.gather(p_sorted, 1, o2)
+        pos = torch.where(valid, pos, torch.zeros_like(pos))
+        ids = pos if c.cand is None else torch.gather(c.cand, 1, pos)
+        ids_out[b] = torch.where(valid, ids, torch.full_like(ids, -1))
+    return ids_out, valid, k_eff
+
+
+def _resolve_ties(s2: torch.Tensor, t: torch.Tensor, k: torch.Tensor, kc: int) -> torch.Tensor:
+    """Exact top-k positions of rows whose k-th and (k+1)-th scores tie: all scores > t, then the lowest
+    positions among scores == t. Returns [T, kc] (entries beyond each row's k are 0)."""
+    gt = s2 > t[:, None]
+    eq = s2 == t[:, None]
+    need = k - gt.sum(1)
+    sel = gt | (eq & (eq.cumsum(1) <= need[:, None]))
+    slot = sel.cumsum(1) - 1
+    r, col = sel.nonzero(as_tuple=True)
+    out = torch.zeros((len(t), kc), dtype=torch.int64)
+    out[r, slot[r, col]] = col
+    return out
