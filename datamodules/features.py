@@ -24,8 +24,12 @@ _ACTIVE_ORDER = ["UNKNOWN", "low_active", "middle_active", "high_active", "full_
 
 # ---------------------------------------------------------------- static tables
 def _bucket_key(s: str):
-    """Order range buckets like '0', '(0,10]', '[1,10)', '181-365', '500+' by their bounds, then text."""
-    nums = [float(x) for x in re.findall(r"\d+(?:\.\d+)?", s)]
+    """Order range buckets like '0', '(0,10]', '[1k,5k)', '181-365', '500+' by their bounds, then text.
+
+    KuaiRec writes thousands as 'k' and ten-thousands as 'w' (wan, 万), e.g. '[5k,1w)'.
+    """
+    scale = {"": 1.0, "k": 1e3, "w": 1e4}
+    nums = [float(x) * scale[u.lower()] for x, u in re.findall(r"(\d+(?:\.\d+)?)\s*([kKwW]?)", s)]
     lo = nums[0] if nums else np.inf
     hi = nums[1] if len(nums) > 1 else (np.inf if s.strip().endswith("+") else lo)
     return (lo, hi, s)

@@ -151,18 +151,12 @@ def test_bad_inputs_name_the_culprit(tmp_path, fake_source):
 
 
 # ---------------------------------------------------------------- integration with raw.py / world.py
-@pytest.fixture(scope="module")
-def tiny_world_dir(tmp_path_factory):
-    world = pytest.importorskip("datamodules.world")
-    return world.make_world(tmp_path_factory.mktemp("world"), size="tiny", seed=0)
-
-
-def test_prepare_on_tiny_world_and_cli(tiny_world_dir, tmp_path, capsys):
+def test_prepare_on_tiny_world_and_cli(tiny_world, tmp_path, capsys):
     from datamodules.raw import load_kuairec
     import experiments.prepare_data as cli
 
-    raw = load_kuairec(tiny_world_dir, "big")
-    out = prepare_dataset(tiny_world_dir, cache_root=tmp_path)
+    raw = load_kuairec(tiny_world, "big")
+    out = prepare_dataset(tiny_world, cache_root=tmp_path)
     ds = load_dataset(out)
     assert len(ds.interactions) == len(raw.interactions) and ds.n_users == raw.n_users
     assert ds.user_features.shape == (raw.n_users, 34) and ds.item_features.shape == (raw.n_videos, 13)
@@ -173,7 +167,7 @@ def test_prepare_on_tiny_world_and_cli(tiny_world_dir, tmp_path, capsys):
         **raw.repairs, **{k: v for k, v in ds.manifest["repairs"].items() if k not in raw.repairs}}
     assert set(np.unique(ds.interactions["split"])) == {0, 1, 2}
 
-    assert cli.main(["--data-dir", str(tiny_world_dir.parent.parent), "--out", str(tmp_path)]) == 0
+    assert cli.main(["--data-dir", str(tiny_world.parent.parent), "--out", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
     assert str(out) in printed and '"valid_test_sessions"' in printed and "repairs" in printed
     assert cli.main(["--data-dir", str(tmp_path / "missing"), "--out", str(tmp_path)]) == 2

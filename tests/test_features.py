@@ -120,3 +120,28 @@ def test_encode_orders_buckets_and_keeps_nan():
     assert codes[3] < codes[1] < codes[4] < codes[5] < codes[0] and np.isnan(codes[2])
     assert encode(pd.Series(["full_active", "UNKNOWN", "high_active"]), order=["UNKNOWN", "high_active"]).tolist() \
         == [2.0, 0.0, 1.0]
+
+
+def test_real_user_and_category_files_encode(side_dir):
+    from datamodules.features import item_feature_table
+    from datamodules.raw import read_caption, read_users
+    users = read_users(side_dir / "user_features.csv", {})
+    from datamodules.features import user_feature_table
+    uf = user_feature_table(users, 7176)
+    assert uf.shape == (7176, 34)
+    assert uf["u_onehot_feat4"].isna().sum() == 201 and 74 <= uf["u_onehot_feat12"].isna().sum() <= 77
+    assert uf.drop(columns=[f"u_onehot_feat{i}" for i in (4, *range(12, 18))]).notna().all().all()
+    fans = users.set_index("user_id")["fans_user_num_range"]
+    order = ["0", "[1,10)", "[10,100)", "[100,1k)", "[1k,5k)", "[5k,1w)", "[1w,10w)"]
+    assert (uf["u_fans_user_num_range"].to_numpy() == fans.map(order.index).to_numpy()).all()
+    degree = users.set_index("user_id")["user_active_degree"]
+    rank = {"UNKNOWN": 0, "middle_active": 1, "high_active": 2, "full_active": 3}
+    assert (uf["u_user_active_degree"].to_numpy() == degree.map(rank).to_numpy()).all()
+    cats, _ = read_caption(side_dir / "kuairec_caption_category.csv", {})
+    static = pd.DataFrame({"video_id": [0], "author_id": [1], "video_type": ["NORMAL"], "upload_dt": ["2020-07-01"],
+                           "upload_type": ["ShortImport"], "visible_status": ["public"], "video_duration": [1.0],
+                           "video_width": [720], "video_height": [1280], "music_id": [1], "video_tag_id": [1],
+                           "video_tag_name": ["x"]})
+    itf = item_feature_table(static, cats, 10728, pd.Timestamp("2020-07-05"))
+    assert (itf["i_cat_level1_id"] == -124).sum() == 40 and (itf["i_cat_level3_id"] == -124).sum() == 6832
+    assert itf.loc[0, "i_age_since_upload_days"] == 4 and itf.loc[1:, "i_author_id"].isna().all()
