@@ -1,0 +1,669 @@
+"""Planted synthetic worlds: KuaiRec 2.0-shaped folders whose serving policy ranks by true heads @ w_star.
+
+Why: the estimator must be tested where the answer is known. `make_world` writes the seven raw CSV files exactly
+like a real download (see ../shared/DATA_FACTS.md) plus `ground_truth/` (w_star, true heads per row, the true head
+model). Outcomes are drawn from a per-(user, video, hour) mixture and the four heads are its closed-form event
+probabilities, so empirical label rates match the heads (CONTRACTS section 7 labels):
+  with prob pi the user skips: watch_ratio ~ U(0, 0.2); otherwise log(watch_ratio) ~ Normal(mu, sigma).
+`hour` is the Beijing hour of the session's first event (the serving context); every row of a session uses it.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.special import expit, ndtr
+
+from datamodules import schema
+
+DEFAULT_W_STAR = (0.35, 0.25, 0.15, -0.25)
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DATA_SUBDIR = Path("KuaiRec 2.0") / "data"
+TRUTH_SUBDIR = "ground_truth"
+BEIJING = np.timedelta64(8, "h")
+LOG2, LOG02 = float(np.log(2.0)), float(np.log(0.2))
+SKIP_MAX_RATIO = 0.2
+LONG_MS = 10_000.0
+
+# Collection windows of big_matrix (Beijing dates, inclusive) and the small matrix's span.
+BIG_WINDOWS = (("2020-07-05", "2020-07-12"), ("2020-08-01", "2020-08-10"), ("2020-08-27", "2020-09-05"))
+SMALL_SPAN = ("2020-07-05", "2020-09-05")
+
+SIZES: dict[str, dict] = {
+    # rows_per_user: mean distinct big rows per user; small block = users x videos of the dense small matrix.
+    "tiny": dict(n_users=80, n_videos=300, rows_per_user=75, min_rows=10, small_users=16, small_videos=40),
+    "small": dict(n_users=1000, n_videos=3000, rows_per_user=115, min_rows=20, small_users=100, small_videos=250),
+    "kuairec": dict(n_users=7176, n_videos=10728, rows_per_user=1620, min_rows=100, small_users=1411,
+                    small_videos=3327),
+}
+
+DEFAULT_PARAMS: dict = dict(
+    latent_dim=4, mu0=-1.25, beta_dur=-0.35, logdur_ref=9.2, log_sigma0=-0.55, skip0=-1.6, skip_aff=0.8,
+    hour_amp=0.08, hour_skip=1.0, policy_noise=0.02, session_len_logmean=2.7, session_len_logsd=0.8,
+    max_session_len=200, dup_fraction=0.0772, small_timeless_fraction=0.0389, small_missing_fraction=0.004,
+    date_lag_minutes=2,
+)
+# Hour effect on mu: a smooth evening peak, constant over 4-hour dayparts (6 levels; keeps the policy cheap).
+_DAYPART_CURVE = np.cos(2 * np.pi * (np.arange(24) // 4 * 4 + 2 - 21) / 24)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# True head model
+# --------------------------------------------------------------------------------------------------------------
+@dataclass
+class TrueHeadModel:
+    """The planted heads: probs(user, video, hour) -> [N, 4] in HEADS order; policy score = probs @ w_star."""
+
+    user_factors: np.ndarray   # [U, d]
+    user_bias: np.ndarray      # [U] shift of mu
+    user_skip: np.ndarray      # [U] shift of the skip logit
+    video_factors: np.ndarray  # [V, d]
+    video_quality: np.ndarray  # [V] shift of mu
+    video_spread: np.ndarray   # [V] log-sigma shift
+    video_skip: np.ndarray     # [V] skip logit shift
+    video_duration: np.ndarray  # [V] int64 ms (the duration written to the matrices)
+    hour_effect: np.ndarray    # [24] shift of mu by Beijing hour
+    params: dict
+    w_star: np.ndarray = field(default_factory=lambda: np.array(DEFAULT_W_STAR))
+
+    _ARRAYS = ("user_factors", "user_bias", "user_skip", "video_factors", "video_quality", "video_spread",
+               "video_skip", "video_duration", "hour_effect", "w_star")
+
+    def components(self, user_id, video_id, hour):
+        """mu, sigma, pi (skip probability) and duration (ms) of the watch-ratio mixture; broadcasts."""
+        p = self.params
+        u, v, h = np.asarray(user_id), np.asarray(video_id), np.asarray(hour)
+        aff = np.einsum("...d,...d->...", self.user_factors[u], self.video_factors[v])
+        dur = self.video_duration[v].astype(np.float64)
+        he = self.hour_effect[h]
+        mu = (p["mu0"] + self.video_quality[v] + self.user_bias[u] + aff
+              + p["beta_dur"] * (np.log(dur) - p["logdur_ref"]) + he)
+        sigma = np.exp(p["log_sigma0"] + self.video_spread[v])
+        pi = expit(p["skip0"] + self.video_skip[v] + self.user_skip[u] - p["skip_aff"] * aff - p["hour_skip"] * he)
+        return mu, sigma, pi, dur
+
+    @staticmethod
+    def heads_from(mu, sigma, pi, dur) -> np.ndarray:
+        """Closed-form P(complete), P(long), P(rewatch), P(neg) of the mixture (labels of CONTRACTS 7)."""
+        keep = 1.0 - pi
+        p_complete = keep * ndtr(mu / sigma)
+        p_rewatch = keep * ndtr((mu - LOG2) / sigma)
+        p_neg = pi + keep * ndtr((LOG02 - mu) / sigma)
+        skip_long = np.clip(1.0 - LONG_MS / (SKIP_MAX_RATIO * dur), 0.0, 1.0)
+        p_long = pi * skip_long + keep * ndtr((mu - np.log(LONG_MS / dur)) / sigma)
+        return np.stack([p_complete, p_long, p_rewatch, p_neg], axis=-1)
+
+    def probs(self, user_id, video_id, hour) -> np.ndarray:
+        """True head probabilities, float64 [N, 4] (complete, long, rewatch, neg)."""
+        return self.heads_from(*self.components(user_id, video_id, hour))
+
+    def score(self, user_id, video_id, hour) -> np.ndarray:
+        """The serving policy's noiseless score probs @ w_star."""
+        return self.probs(user_id, video_id, hour) @ self.w_star
+
+    def save(self, truth_dir: Path) -> None:
+        np.savez_compressed(Path(truth_dir) / "true_heads.npz", **{k: getattr(self, k) for k in self._ARRAYS})
+
+    @classmethod
+    def load(cls, world_root) -> "TrueHeadModel":
+        """Load from a world root, its data folder, or its ground_truth folder."""
+        truth_dir = _find_truth_dir(world_root)
+        if truth_dir is None:
+            raise FileNotFoundError(f"no {TRUTH_SUBDIR}/true_heads.npz at or above {world_root}")
+        arrays = dict(np.load(truth_dir / "true_heads.npz"))
+        params = json.loads((truth_dir / "truth.json").read_text())["params"]
+        return cls(params=params, **arrays)
+
+
+def _find_truth_dir(path) -> Path | None:
+    p = Path(path).resolve()
+    for cand in [p, *p.parents][:4]:
+        for d in (cand, cand / TRUTH_SUBDIR):
+            if (d / "truth.json").is_file() and d.name == TRUTH_SUBDIR:
+                return d
+    return None
+
+
+def load_truth(world_root_or_data_dir) -> dict | None:
+    """The ground truth dict (w_star, seed, size, params, ...) of a planted world, or None for real data."""
+    d = _find_truth_dir(world_root_or_data_dir)
+    if d is None:
+        return None
+    truth = json.loads((d / "truth.json").read_text())
+    truth["truth_dir"] = str(d)
+    return truth
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Side tables: users, categories, tags, social network
+# --------------------------------------------------------------------------------------------------------------
+def _alloc(n: int, weights) -> np.ndarray:
+    """Largest-remainder integer allocation of n over weights (exact mixes even for tiny worlds)."""
+    w = np.asarray(weights, dtype=np.float64)
+    raw = n * w / w.sum()
+    out = np.floor(raw).astype(np.int64)
+    out[np.argsort(-(raw - out), kind="stable")[: n - out.sum()]] += 1
+    return out
+
+
+def _shuffled_labels(rng, n, labels, weights) -> np.ndarray:
+    arr = np.repeat(np.asarray(labels, dtype=object), _alloc(n, weights))
+    return arr[rng.permutation(n)]
+
+
+_CHARS = np.array(list("的一是在不了有和人这中大为上个国我以要他时来用们生到作地于出就分对成会可主发年动同工也能下过子说产"
+                       "种面而方后多定行学法所民得经十三之进着等部度家电力里如水化高自二理起小物现实加量都两体制机当使点从业本去把"
+                       "性好应开它合还因由其些然前外天政四日那社义事平形相全表间样与关各重新线内数正心反你明看原又么利比或但质气第"
+                       "向道命此变条只没结解问意建月公无系军很情者最立代想已通并提直题党程展五果料象员革位入常文总次品式活设及管特"
+                       "件长求老头基资边流路级少图山统接知较将组见计别她手角期根论运农指几九区强放决西被干做必战先回则任取据处队南"
+                       "给色光门即保治北造百规热领七海口东导器压志世金增争济阶油思术极交受联什认六共权收证改清美再采转更单风切打白"
+                       "教速花带安场身车例真务具万每目至达走积示议声报斗完类八离华名确才科张信马节话米整空元况今集温传土许步群广石"
+                       "记需段研界拉林律叫且究观越织装影算低持音众书布复容儿须际商非验连断深难近矿千周委素技备半办青省列习响约支般"
+                       "史感劳便团往酸历市克何除消构府称太准精值号率族维划选标写存候毛亲快效斯院查江型眼王按格养易置派层片始却专状"
+                       "育厂京识适属圆包火住调满县局照参红细引听该铁价严"))
+
+
+def _text(rng, n, lo, hi) -> np.ndarray:
+    lens = rng.integers(lo, hi + 1, n)
+    flat = _CHARS[rng.integers(0, len(_CHARS), lens.sum())]
+    cuts = np.cumsum(lens)[:-1]
+    return np.array(["".join(s) for s in np.split(flat, cuts)], dtype=object)
+
+
+def make_categories(rng, n_videos: int) -> pd.DataFrame:
+    """Caption file (10 columns): level-1 mix of the real file, level 2/3 nested, -124/UNKNOWN markers."""
+    l1_ids = np.array(list(schema.LEVEL1_CATEGORIES), dtype=np.int64)
+    l1_counts = np.array([c for _, c in schema.LEVEL1_CATEGORIES.values()], dtype=np.float64)
+    l1 = _shuffled_labels(rng, n_videos, l1_ids, l1_counts).astype(np.int64)
+    # Level-2/3 taxonomy nested under level 1 (ids in the real ranges 110..749 and 1051..2676).
+    l2_pool = rng.permutation(np.arange(110, 750))
+    l3_pool = rng.permutation(np.arange(1051, 2677))
+    tax2: dict[int, list[int]] = {}
+    tax3: dict[int, list[int]] = {}
+    i2 = i3 = 0
+    for k in l1_ids[l1_ids != schema.MISSING_ID]:
+        n2 = int(rng.integers(1, 8))
+        tax2[int(k)] = [int(x) for x in l2_pool[i2:i2 + n2]]
+        i2 += n2
+        for c2 in tax2[int(k)]:
+            n3 = int(rng.integers(0, 4))
+            tax3[c2] = [int(x) for x in l3_pool[i3:i3 + n3]]
+            i3 += n3
+    name2 = {c: n for c, n in zip(l2_pool[:i2], _text(rng, i2, 2, 5))}
+    name3 = {c: n for c, n in zip(l3_pool[:i3], _text(rng, i3, 2, 4))}
+    l2 = np.full(n_videos, schema.MISSING_ID, np.int64)
+    l3 = np.full(n_videos, schema.MISSING_ID, np.int64)
+    u2, u3 = rng.random(n_videos), rng.random(n_videos)
+    for i in np.flatnonzero(l1 != schema.MISSING_ID):
+        if u2[i] < 0.3315:  # 3,543 of 10,688 known level-1 videos lack level 2
+            continue
+        l2[i] = tax2[int(l1[i])][int(u2[i] * 1e6) % len(tax2[int(l1[i])])]
+        opts = tax3[int(l2[i])]
+        if opts and u3[i] >= 0.4547:  # 3,249 of 7,145 level-2 videos lack level 3
+            l3[i] = opts[int(u3[i] * 1e6) % len(opts)]
+    names1 = {k: n for k, (n, _) in schema.LEVEL1_CATEGORIES.items()}
+    unk = "UNKNOWN"
+    cover = np.where(rng.random(n_videos) < 0.624, unk, _text(rng, n_videos, 3, 14))
+    caption = _text(rng, n_videos, 4, 40).astype(object)
+    caption[rng.random(n_videos) < 0.126] = ""
+    comma = rng.random(n_videos) < 0.05
+    caption[comma] = [c[: len(c) // 2] + "，" + "," + c[len(c) // 2:] for c in caption[comma]]
+    ntag = np.where(rng.random(n_videos) < 0.43, 0, rng.integers(1, 6, n_videos))
+    tags = _text(rng, int(ntag.sum()), 2, 8)
+    cuts = np.cumsum(ntag)[:-1]
+    topic = np.array(["[" + ",".join(t) + "]" for t in np.split(tags, cuts)], dtype=object)
+    return pd.DataFrame({
+        "video_id": np.arange(n_videos, dtype=np.int64), "manual_cover_text": cover, "caption": caption,
+        "topic_tag": topic,
+        "first_level_category_id": l1, "first_level_category_name": [names1[int(k)] for k in l1],
+        "second_level_category_id": l2,
+        "second_level_category_name": [name2.get(int(k), unk) for k in l2],
+        "third_level_category_id": l3,
+        "third_level_category_name": [name3.get(int(k), unk) for k in l3],
+    })[schema.CAPTION_COLUMNS]
+
+
+def make_item_tags(rng, categories: pd.DataFrame) -> pd.DataFrame:
+    """item_categories.csv: 1-4 tag ids in 0..30 per video, first tag tied to level-1 category."""
+    n = len(categories)
+    l1 = categories["first_level_category_id"].to_numpy()
+    first = np.where(l1 > 0, l1 % 31, rng.integers(0, 31, n))
+    k = np.repeat(np.arange(1, 5), _alloc(n, [8970, 1562, 185, 11]))[rng.permutation(n)]
+    feats = []
+    for i in range(n):
+        extra = rng.choice(np.setdiff1d(np.arange(31), [first[i]]), k[i] - 1, replace=False)
+        feats.append("[" + ", ".join(str(int(t)) for t in [first[i], *extra]) + "]")
+    return pd.DataFrame({"video_id": categories["video_id"].to_numpy(), "feat": feats})
+
+
+_RANGES = {
+    "follow_user_num": ([0, 1, 11, 51, 101, 151, 251, 501],
+                        ["0", "(0,10]", "(10,50]", "(50,100]", "(100,150]", "(150,250]", "(250,500]", "500+"]),
+    "fans_user_num": ([0, 1, 10, 100, 1000, 5000, 10000],
+                      ["0", "[1,10)", "[10,100)", "[100,1k)", "[1k,5k)", "[5k,1w)", "[1w,10w)"]),
+    "friend_user_num": ([0, 1, 5, 30, 60, 120, 250],
+                        ["0", "[1,5)", "[5,30)", "[30,60)", "[60,120)", "[120,250)", "250+"]),
+    "register_days": ([0, 31, 61, 91, 181, 366, 731],
+                      ["15-30", "31-60", "61-90", "91-180", "181-365", "366-730", "730+"]),
+}
+_ONEHOT_CARD = [2, 8, 30, 1076, 12, 10, 3, 47, 340, 7, 5, 3]
+_ONEHOT_BIN_P = [0.299, 0.105, 0.095, 0.0186, 0.0179, 0.0145]
+
+
+def make_users(rng, n_users: int) -> pd.DataFrame:
+    """user_features.csv (31 columns) with the real marginals, NaNs in onehot_feat4 and 12..17."""
+    df = pd.DataFrame({"user_id": np.arange(n_users, dtype=np.int64)})
+    df["user_active_degree"] = _shuffled_labels(rng, n_users, ["full_active", "high_active", "UNKNOWN", "middle_active"],
+                                                [6092, 938, 118, 28])
+    df["is_lowactive_period"] = (rng.random(n_users) < 0.0004).astype(np.int64)
+    df["is_live_streamer"] = (rng.random(n_users) < 0.0068).astype(np.int64)
+    df["is_video_author"] = (rng.random(n_users) < 0.17).astype(np.int64)
+    nums = {
+        "follow_user_num": np.clip(np.round(np.exp(rng.normal(np.log(33), 2.0, n_users))), 0, 2100),
+        "fans_user_num": np.where(rng.random(n_users) < 0.3, 0, np.maximum(1, np.round(np.exp(
+            rng.normal(np.log(4), 1.5, n_users))))),
+        "friend_user_num": np.where(rng.random(n_users) < 0.6, 0, np.maximum(1, np.round(np.exp(
+            rng.normal(np.log(3), 1.2, n_users))))),
+        "register_days": np.clip(np.round(np.exp(rng.normal(np.log(225), 0.65, n_users))), 15, 2245),
+    }
+    for col, vals in nums.items():
+        edges, labels = _RANGES[col]
+        idx = np.searchsorted(edges, vals, side="right") - 1
+        off = rng.random(n_users) < 0.04  # the real file's range columns disagree with the numbers for hundreds
+        idx[off] = np.clip(idx[off] + rng.choice([-1, 1], off.sum()), 0, len(labels) - 1)
+        df[col] = vals.astype(np.int64)
+        df[f"{col}_range"] = np.asarray(labels, dtype=object)[idx]
+    for i, card in enumerate(_ONEHOT_CARD):
+        z = rng.zipf(1.6, n_users) - 1 if card > 12 else rng.geometric(0.55, n_users) - 1
+        vals = (z + rng.integers(0, card, n_users) * (rng.random(n_users) < 0.6)) % card
+        df[f"onehot_feat{i}"] = vals.astype(np.int64)
+    nan4 = rng.random(n_users) < 201 / 7176
+    df["onehot_feat4"] = pd.array(np.where(nan4, np.nan, df["onehot_feat4"]), dtype="Int64")
+    nan_bin = rng.random(n_users) < 74 / 7176
+    for j, p in enumerate(_ONEHOT_BIN_P):
+        extra = rng.random(n_users) < (3 / 7176 if j < 3 else 0.0)
+        vals = (rng.random(n_users) < p).astype(np.float64)
+        vals[nan_bin | extra] = np.nan
+        df[f"onehot_feat{12 + j}"] = pd.array(vals, dtype="Int64")  # written as 0/1 or empty, read back as float
+    return df[schema.USER_COLUMNS]
+
+
+def make_social(rng, n_users: int) -> pd.DataFrame:
+    """social_network.csv: ~6.6% of users with 1-5 friends, lists written like [4202, 7126]."""
+    users = np.sort(rng.choice(n_users, max(1, round(n_users * 472 / 7176)), replace=False))
+    lists = []
+    for u in users:
+        k = int(min(rng.integers(1, 6), n_users - 1))
+        fr = rng.choice(np.setdiff1d(np.arange(n_users), [u]), k, replace=False)
+        lists.append("[" + ", ".join(str(int(f)) for f in fr) + "]")
+    return pd.DataFrame({"user_id": users.astype(np.int64), "friend_list": lists})
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Planted model, serving policy, outcomes
+# --------------------------------------------------------------------------------------------------------------
+def make_model(rng, categories: pd.DataFrame, n_users: int, w_star, params: dict) -> TrueHeadModel:
+    """Latent traits with level-1 category means, so heads (and w) favour visibly different category mixes."""
+    n_videos, d = len(categories), params["latent_dim"]
+    _, ci = np.unique(categories["first_level_category_id"].to_numpy(), return_inverse=True)
+    n_cat = ci.max() + 1
+    center = rng.normal(0, 0.4, (n_cat, d))
+    cat_q, cat_r = rng.normal(0, 0.3, n_cat), rng.normal(0, 0.3, n_cat)
+    cat_z, cat_dur = rng.normal(0, 0.7, n_cat), rng.normal(0, 0.2, n_cat)
+    cat_tail = rng.uniform(0.02, 0.25, n_cat)
+    logdur = 9.17 + cat_dur[ci] + rng.normal(0, 0.25, n_videos)
+    tail = rng.random(n_videos) < cat_tail[ci]
+    logdur[tail] += 0.4 + np.abs(rng.normal(0, 1.0, tail.sum()))
+    return TrueHeadModel(
+        user_factors=rng.normal(0, 0.4, (n_users, d)),
+        user_bias=rng.normal(0, 0.25, n_users),
+        user_skip=rng.normal(0, 0.5, n_users),
+        video_factors=center[ci] + rng.normal(0, 0.3, (n_videos, d)),
+        video_quality=cat_q[ci] + rng.normal(0, 0.25, n_videos),
+        video_spread=cat_r[ci] + rng.normal(0, 0.15, n_videos),
+        video_skip=cat_z[ci] + rng.normal(0, 0.4, n_videos),
+        video_duration=np.clip(np.round(np.exp(logdur)), 140, 315_072).astype(np.int64),
+        hour_effect=params["hour_amp"] * _DAYPART_CURVE,
+        params=params,
+        w_star=np.asarray(w_star, dtype=np.float64),
+    )
+
+
+def draw_play(rng, mu, sigma, pi, dur) -> np.ndarray:
+    """play_duration (int ms) from the mixture; floor keeps ratio>=1, >=2 and play>=10 s exact label events."""
+    skip = rng.random(len(mu)) < pi
+    ratio = np.where(skip, rng.random(len(mu)) * SKIP_MAX_RATIO, np.exp(mu + sigma * rng.standard_normal(len(mu))))
+    return np.floor(np.minimum(ratio, 5000.0) * dur).astype(np.int64)
+
+
+_HOUR_W = np.array([3, 2, 1.2, .8, .6, .7, 1.2, 2, 3, 3.5, 4, 4.5, 5.5, 5.5, 4.5, 4.5, 4.5, 5, 5.5, 6.5, 7, 7, 6.5, 5])
+_MS_MIN = 60_000
+
+
+def _epoch_ms(day: str) -> int:
+    """Unix ms of Beijing midnight of a 'YYYY-MM-DD' day."""
+    return int((np.datetime64(day, "ms") - BEIJING).astype(np.int64))
+
+
+def _window_days(windows) -> np.ndarray:
+    return np.concatenate([np.arange(_epoch_ms(a), _epoch_ms(b) + 1, 86_400_000) for a, b in windows])
+
+
+def _beijing_hour(ms) -> np.ndarray:
+    return ((np.asarray(ms) // 3_600_000 + 8) % 24).astype(np.int64)
+
+
+def serve_big(rng, model: TrueHeadModel, cfg: dict, params: dict, blocked: dict[int, np.ndarray]) -> dict:
+    """Sessions per user: rank unseen videos by probs @ w_star + Gumbel noise, show the top K, draw outcomes."""
+    n_users, n_videos = len(model.user_bias), len(model.video_duration)
+    days = _window_days(BIG_WINDOWS)
+    hour_p = _HOUR_W / _HOUR_W.sum()
+    noise = params["policy_noise"]
+    all_v = np.arange(n_videos)
+    out = {k: [] for k in ("user_id", "video_id", "play_duration", "ts_ms", "hour", "session")}
+    mult = np.exp(rng.normal(-0.18, 0.6, n_users))
+    for u in range(n_users):
+        seen = np.zeros(n_videos, bool)
+        if u in blocked:
+            seen[blocked[u]] = True
+        cap = int(0.8 * (n_videos - seen.sum()))
+        target = int(min(cap, max(cfg["min_rows"], round(cfg["rows_per_user"] * mult[u]))))
+        ks = np.clip(np.round(np.exp(rng.normal(params["session_len_logmean"], params["session_len_logsd"],
+                                                  target // 4 + 8))), 1, params["max_session_len"]).astype(int)
+        ks = ks[: np.searchsorted(np.cumsum(ks), target) + 1]
+        ks[-1] -= max(0, ks.sum() - target)
+        ks = ks[ks > 0]
+        planned = np.sort(rng.choice(days, len(ks)) + rng.choice(24, len(ks), p=hour_p) * 3_600_000
+                          + rng.integers(0, 3_600_000, len(ks)))
+        cache: dict[int, tuple] = {}
+        prev_end = -np.inf
+        for j, k in enumerate(ks):
+            t0 = int(max(planned[j], prev_end + 31 * _MS_MIN + rng.exponential(40 * _MS_MIN)))
+            hour = int(_beijing_hour(t0))
+            part = hour // 4
+            if part not in cache:
+                comps = model.components(u, all_v, hour)
+                cache[part] = (model.heads_from(*comps) @ model.w_star, comps)
+            score, (mu, sigma, pi, dur) = cache[part]
+            k = int(min(k, n_videos - seen.sum()))
+            if k <= 0:
+                break
+            key = score + noise * rng.gumbel(size=n_videos)
+            key[seen] = -np.inf
+            top = np.argpartition(-key, k - 1)[:k]
+            top = top[np.argsort(-key[top], kind="stable")]
+            seen[top] = True
+            play = draw_play(rng, mu[top], sigma[top], pi[top], dur[top])
+            step = np.minimum(play, 29 * _MS_MIN - 60_000) + (1000 + rng.exponential(4000, k)).astype(np.int64)
+            brk = rng.random(k) < 0.04
+            step[brk] += rng.integers(5 * _MS_MIN + 30_000, 25 * _MS_MIN, brk.sum())
+            times = t0 + np.concatenate([[0], np.cumsum(step[:-1])])
+            prev_end = times[-1] + step[-1]
+            for name, val in (("user_id", np.full(k, u)), ("video_id", top), ("play_duration", play),
+                              ("ts_ms", times), ("hour", np.full(k, hour)), ("session", np.full(k, j + 1))):
+                out[name].append(val)
+    return {k: np.concatenate(v).astype(np.int64) for k, v in out.items()}
+
+
+def serve_small(rng, model: TrueHeadModel, users: np.ndarray, videos: np.ndarray, params: dict) -> dict:
+    """Dense small block: outcomes for (almost) every pair, times spread over the span, hour = row's own hour."""
+    uu, vv = (a.ravel() for a in np.meshgrid(users, videos, indexing="ij"))
+    keep = rng.random(len(uu)) >= params["small_missing_fraction"]
+    uu, vv = uu[keep], vv[keep]
+    lo, hi = _epoch_ms(SMALL_SPAN[0]), _epoch_ms(SMALL_SPAN[1]) + 86_400_000
+    ts = rng.integers(lo, hi, len(uu))
+    order = np.lexsort((ts, uu))
+    uu, vv, ts = uu[order], vv[order], ts[order]
+    hour = _beijing_hour(ts)
+    mu, sigma, pi, dur = model.components(uu, vv, hour)
+    play = draw_play(rng, mu, sigma, pi, dur)
+    return dict(user_id=uu, video_id=vv, play_duration=play, ts_ms=ts, hour=hour, session=np.zeros(len(uu), np.int64))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Item daily features
+# --------------------------------------------------------------------------------------------------------------
+def make_item_daily(rng, model: TrueHeadModel, categories: pd.DataFrame) -> pd.DataFrame:
+    """item_daily_features.csv: 58 columns, one row per (video, date); static columns repeat per video."""
+    n = len(categories)
+    start, end = np.datetime64("2020-07-05"), np.datetime64("2020-09-05")
+    span = int((end - start).astype(int)) + 1
+    upload = start + rng.integers(-90, span - 1, n).astype("timedelta64[D]")
+    first = np.maximum(upload, start)
+    left = (end - first).astype(int) + 1
+    n_days = np.minimum(left, np.maximum(1, rng.geometric(1 / 34, n)))
+    vid = np.repeat(np.arange(n), n_days)
+    off = np.arange(n_days.sum()) - np.repeat(np.cumsum(n_days) - n_days, n_days)
+    day = first[vid] + off.astype("timedelta64[D]")
+    m = len(vid)
+    author = rng.integers(0, int(n * 0.75) + 1, n)
+    l1 = categories["first_level_category_id"].to_numpy()
+    tag_id = np.where(l1 > 0, l1 * 37 % 997, -124)
+    tag_names = dict(zip(np.unique(tag_id), _text(rng, len(np.unique(tag_id)), 2, 4)))
+    tag_names[-124] = "UNKNOWN"
+    dur = model.video_duration.astype(np.float64)
+    vdur = np.where(rng.random(n) < 0.01, np.nan, dur)
+    portrait = rng.random(n) < 0.8
+    df = pd.DataFrame({
+        "video_id": vid.astype(np.int64),
+        "date": day.astype("datetime64[D]").astype(str).astype(object),
+        "author_id": author[vid],
+        "video_type": np.where(rng.random(n) < 0.02, "AD", "NORMAL").astype(object)[vid],
+        "upload_dt": upload.astype(str).astype(object)[vid],
+        "upload_type": rng.choice(["ShortImport", "LongImport", "ShortCamera", "LongPicture", "Web", "PictureSet"],
+                                  n, p=[.45, .15, .3, .04, .03, .03]).astype(object)[vid],
+        "visible_status": np.where(rng.random(n) < 0.97, "public", "friend").astype(object)[vid],
+        "video_duration": vdur[vid],
+        "video_width": np.where(portrait, 720, 1280)[vid].astype(np.int64),
+        "video_height": np.where(portrait, 1280, 720)[vid].astype(np.int64),
+        "music_id": rng.integers(0, n * 2, n)[vid].astype(np.int64),
+        "video_tag_id": tag_id[vid].astype(np.int64),
+        "video_tag_name": np.array([tag_names[t] for t in tag_id], dtype=object)[vid],
+    })
+    df["date"] = df["date"].str.replace("-", "", regex=False).astype(np.int64)
+    pop = np.exp(rng.normal(6, 1.5, n))[vid] * rng.uniform(0.3, 1.7, m)
+    show = np.round(pop).astype(np.int64) + 1
+    cnt = {"show_cnt": show, "show_user_num": np.round(show * rng.uniform(.8, 1, m))}
+    play = np.round(show * rng.uniform(.3, .95, m))
+    cnt.update(play_cnt=play, play_user_num=np.round(play * rng.uniform(.8, 1, m)))
+    cnt["play_duration"] = np.round(play * dur[vid] * rng.uniform(.4, 1.2, m))
+    for name, lo, hi in (("complete_play", .15, .5), ("valid_play", .5, .9), ("long_time_play", .2, .6),
+                         ("short_time_play", .1, .4)):
+        c = np.round(play * rng.uniform(lo, hi, m))
+        cnt[f"{name}_cnt"], cnt[f"{name}_user_num"] = c, np.round(c * rng.uniform(.85, 1, m))
+    cnt["play_progress"] = np.round(rng.uniform(0.3, 1.1, m), 6)
+    cnt["comment_stay_duration"] = np.round(play * rng.exponential(300, m))
+    rest = [c for c in schema.ITEM_DAILY_COLUMNS if c not in df.columns and c not in cnt]
+    for c in rest:
+        rate = 0.03 if c.startswith(("like", "click_like")) else 0.003
+        cnt[c] = rng.binomial(play.astype(np.int64), rate)
+    for c, v in cnt.items():
+        df[c] = v if c == "play_progress" else np.asarray(v).astype(np.int64)
+    early = df["date"].to_numpy() < 20200728
+    for c in ("collect_cnt", "collect_user_num", "cancel_collect_cnt", "cancel_collect_user_num"):
+        df[c] = df[c].astype(np.float64).where(~early)
+    return df[schema.ITEM_DAILY_COLUMNS]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Writing the raw files
+# --------------------------------------------------------------------------------------------------------------
+def matrix_frame(rng, ev: dict, model: TrueHeadModel, params: dict, timeless_fraction: float = 0.0,
+                 dup_fraction: float = 0.0) -> pd.DataFrame:
+    """The 8 matrix columns in file order, with the logging artefacts (exact duplicates, time-less rows)."""
+    n = len(ev["user_id"])
+    ts_ms = ev["ts_ms"]
+    dur = model.video_duration[ev["video_id"]]
+    local = ts_ms.astype("datetime64[ms]") + BEIJING
+    time_s = pd.Series(np.datetime_as_string(local, unit="ms")).str.replace("T", " ", regex=False)
+    day = local.astype("datetime64[D]")
+    lag = (local - day) < np.timedelta64(params["date_lag_minutes"], "m")  # partition label lags past midnight
+    day = day - lag.astype("timedelta64[D]")
+    ymd = pd.Series(day.astype(str)).str.replace("-", "", regex=False).astype(np.int64)
+    df = pd.DataFrame({
+        "user_id": ev["user_id"], "video_id": ev["video_id"], "play_duration": ev["play_duration"],
+        "video_duration": dur, "time": time_s.astype(object), "date": ymd.astype("Int64"),
+        "timestamp": ts_ms / 1000.0, "watch_ratio": ev["play_duration"] / dur,
+    })
+    if timeless_fraction > 0:
+        gone = rng.random(n) < timeless_fraction
+        df.loc[gone, "time"] = None
+        df.loc[gone, "date"] = pd.NA
+        df.loc[gone, "timestamp"] = np.nan
+    if dup_fraction > 0 and n:
+        n_dup = int(round(n * dup_fraction / (1 - dup_fraction)))
+        heavy = max(2, int(round(n_dup * 2224 / 968_004)))
+        src = np.concatenate([np.full(heavy, rng.integers(n)), rng.integers(0, n, max(0, n_dup - heavy))])
+        idx = np.sort(np.concatenate([np.arange(n), src]), kind="stable")
+        df = df.iloc[idx].reset_index(drop=True)
+    return df[schema.MATRIX_COLUMNS]
+
+
+_CR_MARK = "\u2063CR\u2063"
+
+
+def write_caption_file(path: Path, categories: pd.DataFrame, rng) -> None:
+    """Caption file like the real one: four captions hold a bare (unquoted) carriage return."""
+    cap = categories["caption"].copy()
+    pos = [min(len(cap) - 1, round(p * len(cap) / 10_728)) for p in (1378, 1613, 5910, 6331)]
+    for p in sorted(set(pos)):
+        text = str(cap.iat[p] or "说").replace(",", "").replace('"', "")
+        cap.iat[p] = text[: max(1, len(text) // 2)] + _CR_MARK + text[max(1, len(text) // 2):]
+    out = categories.assign(caption=cap)
+    text = out.to_csv(index=False, lineterminator="\n")
+    path.write_bytes(text.replace(_CR_MARK, "\r").encode("utf-8"))
+
+
+def _write_csv(df: pd.DataFrame, path: Path) -> None:
+    df.to_csv(path, index=False, lineterminator="\n", na_rep="")
+
+
+def _sub_rngs(seed: int, n: int = 10):
+    return [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(n)]
+
+
+def _normalize_w(w_star) -> np.ndarray:
+    w = np.asarray(DEFAULT_W_STAR if w_star is None else w_star, dtype=np.float64)
+    if w.shape != (4,) or not np.all(np.isfinite(w)) or np.abs(w).sum() == 0:
+        raise ValueError(f"w_star must be 4 finite numbers, not all zero (heads {schema.HEADS}); got {w_star!r}")
+    return w / np.abs(w).sum()
+
+
+def _generate(tmp: Path, size: str, seed: int, w_star, params: dict) -> dict:
+    """Write the whole world into tmp (data folder + ground_truth); returns the truth dict."""
+    cfg = SIZES[size]
+    r = _sub_rngs(seed)
+    t0 = time.perf_counter()
+    n_users, n_videos = cfg["n_users"], cfg["n_videos"]
+    categories = make_categories(r[0], n_videos)
+    users = make_users(r[1], n_users)
+    tags = make_item_tags(r[2], categories)
+    social = make_social(r[3], n_users)
+    model = make_model(r[4], categories, n_users, w_star, params)
+    small_u = np.sort(r[5].choice(n_users, cfg["small_users"], replace=False))
+    small_v = np.sort(r[5].choice(n_videos, cfg["small_videos"], replace=False))
+    big = serve_big(r[6], model, cfg, params, {int(u): small_v for u in small_u})
+    small = serve_small(r[7], model, small_u, small_v, params)
+    daily = make_item_daily(r[8], model, categories)
+    t_gen = time.perf_counter() - t0
+
+    data = tmp / DATA_SUBDIR
+    truth_dir = tmp / TRUTH_SUBDIR
+    data.mkdir(parents=True)
+    truth_dir.mkdir()
+    big_df = matrix_frame(r[9], big, model, params, dup_fraction=params["dup_fraction"])
+    small_df = matrix_frame(r[9], small, model, params, timeless_fraction=params["small_timeless_fraction"])
+    _write_csv(big_df, data / "big_matrix.csv")
+    _write_csv(small_df, data / "small_matrix.csv")
+    _write_csv(social, data / "social_network.csv")
+    _write_csv(tags, data / "item_categories.csv")
+    _write_csv(daily, data / "item_daily_features.csv")
+    _write_csv(users, data / "user_features.csv")
+    write_caption_file(data / "kuairec_caption_category.csv", categories, r[9])
+
+    heads = []
+    for name, ev, df in (("big", big, big_df), ("small", small, small_df)):
+        p = model.probs(ev["user_id"], ev["video_id"], ev["hour"])
+        ts = ev["ts_ms"] / 1000.0
+        if name == "small":  # time-less rows keep their truth but have no timestamp, as in the matrix
+            keyed = df.drop_duplicates(["user_id", "video_id"]).set_index(["user_id", "video_id"])["timestamp"]
+            ts = keyed.reindex(pd.MultiIndex.from_arrays([ev["user_id"], ev["video_id"]])).to_numpy()
+        heads.append(pd.DataFrame({
+            "user_id": ev["user_id"], "video_id": ev["video_id"], "timestamp": ts,
+            **{f"p_{h}": p[:, i] for i, h in enumerate(schema.HEADS)},
+            "hour": ev["hour"].astype(np.int8), "matrix": name, "session": ev["session"],
+        }))
+    pd.concat(heads, ignore_index=True).to_parquet(truth_dir / "heads.parquet", index=False)
+    model.save(truth_dir)
+    truth = {
+        "w_star": [float(x) for x in model.w_star], "heads": list(schema.HEADS), "seed": seed, "size": size,
+        "params": params, "size_config": cfg, "n_users": n_users, "n_videos": n_videos,
+        "rows": {"big_matrix": len(big_df), "big_distinct_events": len(big["user_id"]),
+                 "small_matrix": len(small_df), "item_daily_features": len(daily)},
+        "small_block": {"users": small_u.tolist(), "n_videos": len(small_v)},
+        "hour_note": "hour = Beijing hour of the session's first event (big) / of the row (small)",
+        "seconds": {"generate": round(t_gen, 2), "total": round(time.perf_counter() - t0, 2)},
+    }
+    (truth_dir / "truth.json").write_text(json.dumps(truth, indent=1, ensure_ascii=False))
+    return truth
+
+
+def _install(tmp: Path, out_dir: Path) -> None:
+    """Move the finished world into out_dir; an existing world there is replaced (data folder last)."""
+    if not out_dir.exists() or (out_dir.is_dir() and not any(out_dir.iterdir())):
+        os.replace(tmp, out_dir)
+        return
+    trash = Path(tempfile.mkdtemp(prefix=".old-", dir=tmp))
+    for name in (TRUTH_SUBDIR, DATA_SUBDIR.parts[0]):
+        if (out_dir / name).exists():
+            os.replace(out_dir / name, trash / name)
+        os.replace(tmp / name, out_dir / name)
+
+
+def make_world(out_dir, size: str = "small", seed: int = 0, w_star=None, params: dict | None = None) -> Path:
+    """Generate a planted world into out_dir atomically; returns out_dir/'KuaiRec 2.0'/data."""
+    if size not in SIZES:
+        raise ValueError(f"size must be one of {sorted(SIZES)}, got {size!r}")
+    unknown = set(params or {}) - set(DEFAULT_PARAMS)
+    if unknown:
+        raise ValueError(f"unknown world params {sorted(unknown)}; known: {sorted(DEFAULT_PARAMS)}")
+    params = {**DEFAULT_PARAMS, **(params or {})}
+    w = _normalize_w(w_star)
+    out_dir = Path(out_dir).resolve()
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        os.chmod(tmp, 0o755)
+        _generate(tmp, size, int(seed), w, params)
+        _install(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir / DATA_SUBDIR
+
+
+def world_complete(world_root: Path) -> bool:
+    data = Path(world_root) / DATA_SUBDIR
+    return all((data / f).is_file() for f in schema.RAW_FILES) and \
+        (Path(world_root) / TRUTH_SUBDIR / "true_heads.npz").is_file()
+
+
+def ensure_world(size: str = "small", seed: int = 0, root=None) -> Path:
+    """Generate data/worlds/<size>-seed<seed>/ once (file-locked) and reuse it; returns its data folder."""
+    root = PROJECT_ROOT / "data" / "worlds" if root is None else Path(root)
+    target = root / f"{size}-seed{seed}"
+    if world_complete(target):
+        return target / DATA_SUBDIR
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / f".{target.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not world_complete(target):
+            make_world(target, size=size, seed=seed)
+    return target / DATA_SUBDIR
