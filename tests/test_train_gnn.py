@@ -1,0 +1,104 @@
+"""End to end: a real Trainer run logged to a real sqlite MLflow store; checkpoints reload from the run."""
+from __future__ import annotations
+
+import mlflow
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from datamodules.schema import HEADS
+from experiments.train_gnn import TrainConfig, fit_and_log, parse_args
+from fake_dataset import make_fake_dataset
+from lightning_modules.checkpoints import (IncompatibleCheckpointError, checkpoint_artifact, check_compatible,
+                                           load_head_model)
+from lightning_modules.tracking import tracking_uri
+
+torch.set_num_threads(1)
+
+
+@torch.no_grad()
+def _predict(model, ds):
+    from datamodules.graph import build_graph
+
+    g = build_graph(ds)
+    model = model.eval()
+    return model(g.user, g.video, g.edge_attr)
+
+
+class LastPredictions(pl.Callback):
+    """Predictions of the weights as they are when fitting ends (= last.ckpt)."""
+
+    def __init__(self, ds):
+        self.ds, self.preds = ds, None
+
+    def on_train_end(self, trainer, pl_module):
+        was_training = pl_module.training
+        self.preds = _predict(pl_module, self.ds)
+        pl_module.train(was_training)
+
+
+@pytest.fixture(scope="module")
+def ds():
+    return make_fake_dataset(n_users=40, n_videos=50, per_user=25, seed=4, dataset_id="fake-train")
+
+
+@pytest.fixture(scope="module")
+def trained(ds, tmp_path_factory):
+    root = tmp_path_factory.mktemp("proj")
+    cb = LastPredictions(ds)
+    cfg = TrainConfig(root=str(root), epochs=2, hidden_dim=8, batch_size=128, seed=3)
+    result = fit_and_log(cfg, dataset=ds, data_dir="fake-dir", callbacks=[cb])
+    return root, result, cb.preds
+
+
+def test_run_logged_with_checkpoints(trained, ds):
+    root, result, _ = trained
+    assert (root / "mlruns" / "mlflow.db").is_file()
+    client = mlflow.MlflowClient(tracking_uri(root))
+    run = client.get_run(result.run_id)
+    assert client.get_experiment(run.info.experiment_id).name == "gnn-training"
+    assert run.data.tags["dataset_id"] == "fake-train" and run.data.tags["data_dir"] == "fake-dir"
+    arts = {a.path for a in client.list_artifacts(result.run_id, "checkpoints")}
+    assert {"checkpoints/best.ckpt", "checkpoints/last.ckpt"} <= arts
+    for h in HEADS:
+        assert 0.0 <= run.data.metrics[f"test/auc_{h}"] <= 1.0
+    assert len(client.get_metric_history(result.run_id, "val/auc_mean")) == 2  # one per epoch
+    assert run.data.params["config/epochs"] == "2"
+    assert str(root / "mlruns" / "artifacts") in run.info.artifact_uri
+
+
+def test_reload_by_run_id_and_path_predicts_the_same(trained, ds):
+    root, result, last_preds = trained
+    best_preds = _predict(result.model, ds)  # the in-memory model holds the best weights after testing
+    by_best = load_head_model(result.run_id, "best", root=root)
+    by_last = load_head_model(result.run_id, "last", root=root)
+    path = checkpoint_artifact(result.run_id, "best", root=root)
+    by_path = load_head_model(path)
+    torch.testing.assert_close(_predict(by_best, ds), best_preds, rtol=0, atol=0)
+    torch.testing.assert_close(_predict(by_path, ds), best_preds, rtol=0, atol=0)
+    torch.testing.assert_close(_predict(by_last, ds), last_preds, rtol=0, atol=0)
+    ckpt = torch.load(path)  # torch's default (weights_only=True) safe loading works
+    assert ckpt["hyper_parameters"]["feature_names"] == ds.feature_names
+    check_compatible(by_best, ds)
+
+
+def test_checkpoint_with_other_catalog_or_features_fails_clearly(trained):
+    root, result, _ = trained
+    model = load_head_model(result.run_id, "last", root=root)
+    other = make_fake_dataset(n_users=41, n_videos=50, per_user=3, seed=5)
+    with pytest.raises(IncompatibleCheckpointError, match="n_users 40 != dataset 41; retrain"):
+        check_compatible(model, other)
+    renamed = make_fake_dataset(n_users=40, n_videos=50, per_user=3, seed=5)
+    renamed.feature_names = [*renamed.feature_names[:-1], "hist_new_feature"]
+    with pytest.raises(IncompatibleCheckpointError, match="only in dataset: \\['hist_new_feature'\\]"):
+        check_compatible(model, renamed)
+    with pytest.raises(FileNotFoundError, match="no MLflow run"):
+        load_head_model("0" * 32, root=root)
+    with pytest.raises(FileNotFoundError, match="neither a checkpoint file nor an MLflow run id"):
+        load_head_model(str(root / "missing.ckpt"))
+
+
+def test_cli_arguments():
+    cfg = parse_args(["--epochs", "3", "--hidden-dim", "16", "--lr", "0.01", "--devices", "2", "--strategy", "ddp"])
+    assert (cfg.epochs, cfg.hidden_dim, cfg.lr, cfg.devices, cfg.strategy) == (3, 16, 0.01, "2", "ddp")
+    assert cfg.data_dir is None
