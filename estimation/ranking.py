@@ -1,8 +1,9 @@
 """Batched top-K: for every session and every weight vector, the K videos a recommender scoring p @ w would show.
 
-Scores are computed in float32 as ((p0*w0 + p1*w1) + p2*w2) + p3*w3 with each product and sum rounded separately
-(no matmul, no fused multiply-add), so a weight vector gets bit-identical scores, hence an identical top-K,
-whatever batch it is evaluated in.
+Scores are exact: probabilities are taken as multiples of 2**-24 (exact for float16) and weights, scaled to
+sum |w| = 1, are rounded to multiples of 2**-25 (a change below 3e-8), so every score p @ w is a float64 computed
+without rounding error (see `scores`). A weight vector therefore gets the same top-K in any batch, and equal
+scores are true ties.
 
 Tie-breaking (documented contract): the top-K of a session is the first K videos in the order
 (score descending, video id ascending): among equal scores the lower video id wins. Excluded (seen) videos and
@@ -10,8 +11,8 @@ padding get score -inf and are never returned; K_eff = min(K, number of candidat
 that same order (rank order).
 
 Sessions are processed in chunks (sorted by K so that a chunk's top-k width fits its sessions), which bounds
-memory: at most `chunk_elems` scores per weight vector at a time. `probs` may be a numpy memmap; chunks are read
-on demand, or kept as float32 in memory when the whole prepared array fits `cache_bytes`.
+memory: about `chunk_elems` candidate slots per chunk and `batch_elems` scores at a time. `probs` may be a numpy
+memmap; chunks are read on demand, or kept prepared (float64) in memory when they all fit `cache_bytes`.
 """
 from __future__ import annotations
 
@@ -52,7 +53,7 @@ class _Chunk:
     k_eff: torch.Tensor           # [cs]
     excl: torch.Tensor | None     # flat positions (row * width + col) scored -inf
     cand: torch.Tensor | None     # int64 [cs, width] video ids of candidate slots (-1 pad), None = identity
-    data: torch.Tensor | None     # cached float32 [4, cs * width]
+    data: torch.Tensor | None     # cached float64 [4, cs * width]
 
 
 def _csr(pair, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -72,8 +73,8 @@ class Ranker:
     ascending (e.g. from `pruning.skyband`); already excludes seen videos, so `seen` is then ignored.
     """
 
-    def __init__(self, probs, k, seen=None, candidates=None, chunk_elems: int = 1 << 20,
-                 cache_bytes: int = 1 << 30, check_finite: bool = True):
+    def __init__(self, probs, k, seen=None, candidates=None, chunk_elems: int = 1 << 18,
+                 batch_elems: int = 1 << 22, cache_bytes: int = 1 << 30, check_finite: bool = True):
         if probs.ndim != 3 or probs.shape[2] != 4:
             raise ValueError(f"probs must be [S, V, 4], got shape {probs.shape}")
         self.probs = probs
@@ -129,13 +130,14 @@ class Ranker:
             kc = int(self.k_eff[rows].max()) if len(rows) else 0
             self._chunks.append(_Chunk(rows, kc, w, torch.from_numpy(self.k_eff[rows].copy()), excl, cand, None))
             i = j
-        prepared = sum(4 * 4 * len(c.rows) * c.width for c in self._chunks)
+        self.batch_elems = batch_elems
+        prepared = sum(4 * 8 * len(c.rows) * c.width for c in self._chunks)
         self._cache = prepared <= cache_bytes
         if self._cache or check_finite:
             for c in self._chunks:
                 data = self._load(c)
-                if check_finite and not bool(torch.isfinite(data).all()):
-                    raise ValueError(f"probs contain non-finite values in sessions {c.rows[:5]}...")
+                if check_finite and not bool(((data >= 0) & (data <= 1)).all()):
+                    raise ValueError(f"probs must be finite and in [0, 1]; not so in sessions {c.rows[:5]}...")
                 if self._cache:
                     c.data = data
 
@@ -144,30 +146,28 @@ class Ranker:
         return len(self._chunks)
 
     def _load(self, c: _Chunk) -> torch.Tensor:
-        """float32 [4, cs * width] head-major copy of the chunk's candidate probabilities."""
+        """float64 [4, cs * width] head-major copy of the chunk's candidate probabilities (quantized)."""
         p = np.asarray(self.probs[c.rows])                        # [cs, V, 4]
         if c.cand is not None:
             idx = c.cand.clamp(min=0).numpy()
             p = np.take_along_axis(p, idx[:, :, None], axis=1)    # [cs, width, 4]; pads masked later
-        t = torch.from_numpy(np.ascontiguousarray(p)).to(torch.float32)
-        return t.permute(2, 0, 1).reshape(4, -1).contiguous()
+        q = quantize_probs(p)
+        return torch.from_numpy(np.ascontiguousarray(q.transpose(2, 0, 1).reshape(4, -1)))
 
     def chunks(self, W) -> Iterator[RankedChunk]:
         """Yield the top-K lists chunk by chunk for weights W [B, 4] (finite)."""
-        W32 = np.asarray(W, dtype=np.float32).reshape(-1, 4)
-        if not np.isfinite(W32).all():
-            raise ValueError("weights must be finite")
+        Wq = torch.from_numpy(quantize_weights(W))
         for ci, c in enumerate(self._chunks):
             data = c.data if c.data is not None else self._load(c)
-            yield RankedChunk(ci, c.rows, *_rank_chunk(data, c, W32))
+            yield RankedChunk(ci, c.rows, *_rank_chunk(data, c, Wq, self.batch_elems))
 
     def topk(self, W) -> TopK:
         """All sessions' top-K lists in flat form (session order 0..S-1)."""
-        W32 = np.asarray(W, dtype=np.float32).reshape(-1, 4)
+        W = np.asarray(W, dtype=np.float64).reshape(-1, 4)
         indptr = np.zeros(self.n_sessions + 1, dtype=np.int64)
         np.cumsum(self.k_eff, out=indptr[1:])
-        out = np.full((len(W32), indptr[-1]), -1, dtype=np.int64)
-        for ch in self.chunks(W32):
+        out = np.full((len(W), indptr[-1]), -1, dtype=np.int64)
+        for ch in self.chunks(W):
             ids = ch.ids.numpy()
             for r, s in enumerate(ch.rows):
                 ke = self.k_eff[s]
@@ -175,57 +175,77 @@ class Ranker:
         return TopK(indptr, out)
 
 
-def score_into(out: torch.Tensor, tmp: torch.Tensor, data: torch.Tensor, w) -> torch.Tensor:
-    """out = ((p0*w0 + p1*w1) + p2*w2) + p3*w3 in float32, every operation rounded separately."""
-    torch.mul(data[0], float(w[0]), out=out)
-    for j in range(1, 4):
-        torch.mul(data[j], float(w[j]), out=tmp)
-        out.add_(tmp)
-    return out
+def quantize_weights(W) -> np.ndarray:
+    """Rows scaled to sum |w| = 1 and rounded to multiples of 2**-25 (float64 [B, 4]); see `scores`."""
+    W = np.asarray(W, dtype=np.float64).reshape(-1, 4)
+    if not np.isfinite(W).all():
+        raise ValueError("weights must be finite")
+    norm = np.abs(W).sum(1, keepdims=True)
+    W = np.divide(W, norm, out=np.zeros_like(W), where=norm > 0)
+    return np.round(W * W_SCALE) / W_SCALE
 
 
-def _rank_chunk(data: torch.Tensor, c: _Chunk, W32: np.ndarray):
+def quantize_probs(p: np.ndarray) -> np.ndarray:
+    """Probabilities rounded to multiples of 2**-24 (exact for float16 input, < 3e-8 change for float32)."""
+    p = np.asarray(p)
+    if p.dtype == np.float16:
+        return p.astype(np.float64)
+    return np.round(p.astype(np.float64) * P_SCALE) / P_SCALE
+
+
+def scores(p_q: torch.Tensor, W_q: torch.Tensor) -> torch.Tensor:
+    """Exact scores W_q @ p_q (float64): with p a multiple of 2**-24 in [0, 1] and w a multiple of 2**-25 with
+    |w| <= 1, every product is an integer multiple of 2**-49 below 2**0 and every partial sum stays below 2**53
+    units, so float64 holds them exactly, in any summation order. Hence BLAS blocking, FMA use and batch size
+    cannot change a score, ties are true ties, and dominance between videos carries over to scores exactly."""
+    return W_q @ p_q
+
+
+P_SCALE = float(2**24)
+W_SCALE = float(2**25)
+
+
+def _rank_chunk(data: torch.Tensor, c: _Chunk, Wq: torch.Tensor, max_elems: int):
     cs, width, kc = len(c.rows), c.width, c.kc
-    B = len(W32)
-    ids_out = torch.full((B, cs, max(kc, 1)), -1, dtype=torch.int64)
-    valid = torch.arange(max(kc, 1))[None, :] < c.k_eff[:, None]
+    B = len(Wq)
+    kw = max(kc, 1)
+    ids_out = torch.full((B, cs, kw), -1, dtype=torch.int64)
+    valid = torch.arange(kw)[None, :] < c.k_eff[:, None]
     if kc == 0:
         return ids_out[:, :, :0], valid[:, :0], c.k_eff
-    s = torch.empty(cs * width)
-    tmp = torch.empty(cs * width)
     kq = min(kc + 1, width)
-    k_eff = c.k_eff
-    ar = torch.arange(cs)
     neg_inf = float("-inf")
-    for b in range(B):
-        score_into(s, tmp, data, W32[b])
+    step = max(1, max_elems // (cs * width))
+    for b0 in range(0, B, step):
+        Wb = Wq[b0 : b0 + step]
+        nb = len(Wb)
+        s = scores(data, Wb)                                   # [nb, cs * width]
         if c.excl is not None:
-            s.index_fill_(0, c.excl, neg_inf)
-        s2 = s.view(cs, width)
+            s.index_fill_(1, c.excl, neg_inf)
+        s2 = s.view(nb * cs, width)
         vals, pos = torch.topk(s2, kq, dim=1, largest=True, sorted=True)
         if kq < kc + 1:  # every candidate slot returned; pad so that vals[:, k_eff] exists
-            vals = torch.cat([vals, torch.full((cs, kc + 1 - kq), neg_inf)], 1)
-            pos = torch.cat([pos, torch.zeros((cs, kc + 1 - kq), dtype=torch.int64)], 1)
-        has = k_eff > 0
+            vals = torch.cat([vals, torch.full((nb * cs, kc + 1 - kq), neg_inf, dtype=vals.dtype)], 1)
+            pos = torch.cat([pos, torch.zeros((nb * cs, kc + 1 - kq), dtype=torch.int64)], 1)
+        k_eff = c.k_eff.repeat(nb)
+        ar = torch.arange(nb * cs)
         t = vals[ar, (k_eff - 1).clamp(min=0)]
-        nxt = vals[ar, k_eff]
-        tie = has & (nxt == t)
+        tie = (k_eff > 0) & (vals[ar, k_eff] == t)
         if bool(tie.any()):
             rows = tie.nonzero().reshape(-1)
             pos[rows, :kc] = _resolve_ties(s2[rows], t[rows], k_eff[rows], kc)
             vals[rows, :kc] = torch.gather(s2[rows], 1, pos[rows, :kc])
         pos, vals = pos[:, :kc], vals[:, :kc]
         # rank order: score desc, then position (= video id order) asc; beyond K_eff: last
-        vals = torch.where(valid, vals, torch.full_like(vals, neg_inf))
-        key_pos = torch.where(valid, pos, torch.full_like(pos, width))
-        p_sorted, o1 = torch.sort(key_pos, dim=1)
-        v_sorted = torch.gather(vals, 1, o1)
-        _, o2 = torch.sort(v_sorted, dim=1, descending=True, stable=True)
+        vb = valid.repeat(nb, 1)
+        vals = torch.where(vb, vals, torch.full_like(vals, neg_inf))
+        p_sorted, o1 = torch.sort(torch.where(vb, pos, torch.full_like(pos, width)), dim=1)
+        _, o2 = torch.sort(torch.gather(vals, 1, o1), dim=1, descending=True, stable=True)
         pos = torch.gather(p_sorted, 1, o2)
-        pos = torch.where(valid, pos, torch.zeros_like(pos))
-        ids = pos if c.cand is None else torch.gather(c.cand, 1, pos)
-        ids_out[b] = torch.where(valid, ids, torch.full_like(ids, -1))
-    return ids_out, valid, k_eff
+        pos = torch.where(vb, pos, torch.zeros_like(pos))
+        ids = pos if c.cand is None else torch.gather(c.cand.repeat(nb, 1), 1, pos)
+        ids_out[b0 : b0 + nb] = torch.where(vb, ids, torch.full_like(ids, -1)).view(nb, cs, kc)
+    return ids_out, valid, c.k_eff
 
 
 def _resolve_ties(s2: torch.Tensor, t: torch.Tensor, k: torch.Tensor, kc: int) -> torch.Tensor:

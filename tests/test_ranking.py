@@ -6,14 +6,16 @@ from estimation.ranking import Ranker
 
 
 def brute_topk(probs, k, W, seen=None, cand=None):
-    """Per (weight, session): float32 scores in the documented op order, full lexsort, first K_eff."""
+    """Per (weight, session): exact integer scores (p in units of 2**-24, w/sum|w| in units of 2**-25), full
+    lexsort (score desc, id asc), first K_eff allowed videos."""
     S, V, _ = probs.shape
-    p = probs.astype(np.float32)
+    p = np.rint(probs.astype(np.float64) * 2**24).astype(np.int64)
     out = []
-    for w in np.asarray(W, dtype=np.float32):
+    W = np.asarray(W, dtype=np.float64)
+    for w in np.rint(W / np.abs(W).sum(1, keepdims=True) * 2**25).astype(np.int64):
         rows = []
         for s in range(S):
-            sc = ((p[s, :, 0] * w[0] + p[s, :, 1] * w[1]) + p[s, :, 2] * w[2]) + p[s, :, 3] * w[3]
+            sc = p[s] @ w
             allowed = np.ones(V, bool)
             if seen is not None:
                 allowed[seen[1][seen[0][s]:seen[0][s + 1]]] = False
