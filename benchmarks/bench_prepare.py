@@ -46,6 +46,38 @@ def synthetic_raw(rows: int, n_users: int = 7176, n_videos: int = 10728, seed: i
     return HandRaw(interactions=inter, n_users=n_users, n_videos=n_videos, **side)
 
 
+def write_kuairec_folder(raw, out: Path, side_dir: Path, seed: int = 0) -> Path:
+    """Write `raw` as a KuaiRec 2.0 folder (big matrix with ~7.7% exact duplicates; real side files copied)."""
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.csv as pacsv
+
+    from datamodules.schema import ITEM_DAILY_COLUMNS, MATRIX_COLUMNS
+    rng = np.random.default_rng(seed)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("user_features.csv", "item_categories.csv", "kuairec_caption_category.csv"):
+        shutil.copyfile(side_dir / name, out / name)
+    inter = raw.interactions
+    dup = rng.random(len(inter)) < 0.077
+    m = pd.concat([inter, inter[dup]], ignore_index=True)
+    local = pa.array((m["timestamp"].to_numpy() * 1000 + 8 * 3600_000).astype("datetime64[ms]"))
+    m["time"] = pc.strftime(local, format="%Y-%m-%d %H:%M:%S").to_numpy(zero_copy_only=False)
+    m["date"] = pc.strftime(local, format="%Y%m%d").to_numpy(zero_copy_only=False).astype(np.int64)
+    pacsv.write_csv(pa.Table.from_pandas(m[MATRIX_COLUMNS], preserve_index=False), out / "big_matrix.csv")
+    m.iloc[:1000][MATRIX_COLUMNS].to_csv(out / "small_matrix.csv", index=False)
+    st = raw.item_static.copy()
+    st["date"] = 20200705
+    for c in ITEM_DAILY_COLUMNS:
+        if c not in st.columns:
+            st[c] = 0
+    st[ITEM_DAILY_COLUMNS].to_csv(out / "item_daily_features.csv", index=False)
+    pd.DataFrame({"user_id": [0, 1], "friend_list": ["[1, 2]", "[0]"]}).to_csv(out / "social_network.csv",
+                                                                               index=False)
+    return out
+
+
 def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
 
@@ -55,6 +87,8 @@ def main(argv=None) -> None:
     ap.add_argument("--rows", type=int, default=2_000_000)
     ap.add_argument("--data-dir", default=None, help="time prepare_dataset on a real/synthetic KuaiRec folder")
     ap.add_argument("--matrix", default="big")
+    ap.add_argument("--csv", action="store_true", help="write the synthetic tables as CSVs (real side files from "
+                    "../shared/kuairec-side) and time the whole prepare_dataset, reading included")
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         if args.data_dir:
@@ -68,6 +102,16 @@ def main(argv=None) -> None:
         t = time.time()
         raw = synthetic_raw(args.rows)
         print(f"synthetic raw {len(raw.interactions):,} rows: {time.time() - t:.1f} s, RSS {peak_rss_gb():.2f} GB")
+        if args.csv:
+            side = Path(__file__).resolve().parents[2] / "shared" / "kuairec-side"
+            t = time.time()
+            folder = write_kuairec_folder(raw, Path(tmp) / "KuaiRec 2.0" / "data", side)
+            print(f"wrote CSVs ({(folder / 'big_matrix.csv').stat().st_size / 1e9:.2f} GB big_matrix): "
+                  f"{time.time() - t:.1f} s; now timing prepare_dataset in a fresh process")
+            del raw
+            import subprocess
+            subprocess.run([sys.executable, __file__, "--data-dir", str(folder)], check=True)
+            return
         t = time.time()
         ds = D.build_dataset(raw)
         t_build = time.time() - t

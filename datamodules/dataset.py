@@ -28,11 +28,7 @@ from datamodules import sessions as S
 from datamodules.schema import (AUTHOR_HISTORY_DEFAULTS, CTX_COLUMNS, FEATURE_NAMES, HIST_COLUMNS, I_COLUMNS,
                                 LABEL_COLUMNS, RAW_FILES, SESSION_COLUMNS, U_COLUMNS)
 
-try:
-    from datamodules.raw import DataError
-except ImportError:  # pragma: no cover - raw.py not written yet
-    class DataError(ValueError):
-        """Bad input data; the message names the file / column at fault."""
+from datamodules.raw import DataError, load_kuairec, resolve_data_dir
 
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
@@ -224,19 +220,7 @@ def input_files(data_dir: Path, matrix: str) -> dict[str, Path]:
     return files
 
 
-def _resolve(data_dir) -> Path:
-    try:
-        from datamodules.raw import resolve_data_dir
-    except ImportError:  # pragma: no cover - until raw.py lands
-        p = Path(data_dir)
-        if not p.is_dir():
-            raise DataError(f"data dir {p} does not exist")
-        return p
-    return Path(resolve_data_dir(data_dir))
-
-
 def _load_raw(data_dir: Path, matrix: str):
-    from datamodules.raw import load_kuairec
     return load_kuairec(data_dir, matrix=matrix)
 
 
@@ -296,7 +280,7 @@ def _clean_stale(cache_root: Path) -> None:
 def prepare_dataset(data_dir, matrix: str = "big", config: DatasetConfig = DatasetConfig(),
                     cache_root="data/processed", force: bool = False) -> Path:
     """Build (or reuse) the processed dataset of a KuaiRec 2.0 folder; returns `cache_root/<dataset_id>`."""
-    data_dir = _resolve(data_dir)
+    data_dir = Path(resolve_data_dir(data_dir))
     files = input_files(data_dir, matrix)
     cache_root = Path(cache_root)
     cache_root.mkdir(parents=True, exist_ok=True)
