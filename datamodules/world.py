@@ -20,6 +20,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 from scipy.special import expit, ndtr
 
 from datamodules import schema
@@ -49,7 +52,7 @@ DEFAULT_PARAMS: dict = dict(
     latent_dim=4, mu0=-1.25, beta_dur=-0.35, logdur_ref=9.2, log_sigma0=-0.55, skip0=-1.6, skip_aff=0.8,
     hour_amp=0.08, hour_skip=1.0, policy_noise=0.02, session_len_logmean=2.7, session_len_logsd=0.8,
     max_session_len=200, dup_fraction=0.0772, small_timeless_fraction=0.0389, small_missing_fraction=0.004,
-    date_lag_minutes=2,
+    date_lag_minutes=2, duration_jitter_fraction=0.02,
 )
 # Hour effect on mu: a smooth evening peak, constant over 4-hour dayparts (6 levels; keeps the policy cheap).
 _DAYPART_CURVE = np.cos(2 * np.pi * (np.arange(24) // 4 * 4 + 2 - 21) / 24)
@@ -237,10 +240,9 @@ def make_item_tags(rng, categories: pd.DataFrame) -> pd.DataFrame:
     l1 = categories["first_level_category_id"].to_numpy()
     first = np.where(l1 > 0, l1 % 31, rng.integers(0, 31, n))
     k = np.repeat(np.arange(1, 5), _alloc(n, [8970, 1562, 185, 11]))[rng.permutation(n)]
-    feats = []
-    for i in range(n):
-        extra = rng.choice(np.setdiff1d(np.arange(31), [first[i]]), k[i] - 1, replace=False)
-        feats.append("[" + ", ".join(str(int(t)) for t in [first[i], *extra]) + "]")
+    others = np.argsort(rng.random((n, 30)), axis=1)[:, :3]  # distinct offsets 1..30 from the first tag
+    feats = ["[" + ", ".join(str(int(t)) for t in [first[i], *((first[i] + 1 + others[i, : k[i] - 1]) % 31)]) + "]"
+             for i in range(n)]
     return pd.DataFrame({"video_id": categories["video_id"].to_numpy(), "feat": feats})
 
 
@@ -361,56 +363,110 @@ def _beijing_hour(ms) -> np.ndarray:
     return ((np.asarray(ms) // 3_600_000 + 8) % 24).astype(np.int64)
 
 
-def serve_big(rng, model: TrueHeadModel, cfg: dict, params: dict, blocked: dict[int, np.ndarray]) -> dict:
-    """Sessions per user: rank unseen videos by probs @ w_star + Gumbel noise, show the top K, draw outcomes."""
-    n_users, n_videos = len(model.user_bias), len(model.video_duration)
-    days = _window_days(BIG_WINDOWS)
-    hour_p = _HOUR_W / _HOUR_W.sum()
-    noise = params["policy_noise"]
-    all_v = np.arange(n_videos)
-    out = {k: [] for k in ("user_id", "video_id", "play_duration", "ts_ms", "hour", "session")}
-    mult = np.exp(rng.normal(-0.18, 0.6, n_users))
-    for u in range(n_users):
-        seen = np.zeros(n_videos, bool)
-        if u in blocked:
-            seen[blocked[u]] = True
-        cap = int(0.8 * (n_videos - seen.sum()))
-        target = int(min(cap, max(cfg["min_rows"], round(cfg["rows_per_user"] * mult[u]))))
+def policy_scores(model: TrueHeadModel, users: np.ndarray, hour: int) -> np.ndarray:
+    """probs @ w_star for users x all videos at one hour, float32 [n, V] (a fast path of TrueHeadModel.probs)."""
+    p = model.params
+    f32 = np.float32
+    dur = model.video_duration.astype(np.float64)
+    he = float(model.hour_effect[hour])
+    aff = (model.user_factors[users] @ model.video_factors.T).astype(f32)
+    mu = aff + (p["mu0"] + model.video_quality + p["beta_dur"] * (np.log(dur) - p["logdur_ref"]) + he).astype(f32)
+    mu += model.user_bias[users, None].astype(f32)
+    inv_sigma = np.exp(-(p["log_sigma0"] + model.video_spread)).astype(f32)
+    logit = (p["skip0"] + model.video_skip - p["hour_skip"] * he).astype(f32) + \
+        model.user_skip[users, None].astype(f32) - f32(p["skip_aff"]) * aff
+    pi = expit(logit)
+    keep = 1 - pi
+    w = model.w_star.astype(f32)
+    skip_long = np.clip(1.0 - LONG_MS / (SKIP_MAX_RATIO * dur), 0.0, 1.0).astype(f32)
+    s = keep * (w[0] * ndtr(mu * inv_sigma) + w[2] * ndtr((mu - f32(LOG2)) * inv_sigma)
+                + w[1] * ndtr((mu - np.log(LONG_MS / dur).astype(f32)) * inv_sigma)
+                + w[3] * ndtr((f32(LOG02) - mu) * inv_sigma))
+    s += pi * (w[1] * skip_long + w[3])
+    return s
+
+
+def _plan_sessions(rng, cfg: dict, params: dict, avail: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Session lengths K [U, S] (0 = none) and planned start times (unix ms) per user."""
+    n_users = len(avail)
+    mult = np.clip(rng.normal(1.0, 0.5, n_users), 0.06, None)
+    target = np.minimum((0.8 * avail).astype(int), np.maximum(cfg["min_rows"], np.round(cfg["rows_per_user"] * mult)))
+    ks_list = []
+    for t in target.astype(int):
         ks = np.clip(np.round(np.exp(rng.normal(params["session_len_logmean"], params["session_len_logsd"],
-                                                  target // 4 + 8))), 1, params["max_session_len"]).astype(int)
-        ks = ks[: np.searchsorted(np.cumsum(ks), target) + 1]
-        ks[-1] -= max(0, ks.sum() - target)
-        ks = ks[ks > 0]
-        planned = np.sort(rng.choice(days, len(ks)) + rng.choice(24, len(ks), p=hour_p) * 3_600_000
-                          + rng.integers(0, 3_600_000, len(ks)))
-        cache: dict[int, tuple] = {}
-        prev_end = -np.inf
-        for j, k in enumerate(ks):
-            t0 = int(max(planned[j], prev_end + 31 * _MS_MIN + rng.exponential(40 * _MS_MIN)))
-            hour = int(_beijing_hour(t0))
-            part = hour // 4
-            if part not in cache:
-                comps = model.components(u, all_v, hour)
-                cache[part] = (model.heads_from(*comps) @ model.w_star, comps)
-            score, (mu, sigma, pi, dur) = cache[part]
-            k = int(min(k, n_videos - seen.sum()))
-            if k <= 0:
+                                                  t // 4 + 8))), 1, params["max_session_len"]).astype(np.int64)
+        ks = ks[: np.searchsorted(np.cumsum(ks), t) + 1]
+        ks[-1] -= max(0, ks.sum() - t)
+        ks_list.append(ks[ks > 0])
+    n_s = max(len(k) for k in ks_list)
+    ks = np.zeros((n_users, n_s), np.int64)
+    for u, k in enumerate(ks_list):
+        ks[u, : len(k)] = k
+    days = _window_days(BIG_WINDOWS)
+    planned = (rng.choice(days, ks.shape) + rng.choice(24, ks.shape, p=_HOUR_W / _HOUR_W.sum()) * 3_600_000
+               + rng.integers(0, 3_600_000, ks.shape))
+    planned = np.where(ks > 0, planned, np.iinfo(np.int64).max)
+    return ks, np.sort(planned, axis=1)
+
+
+def serve_big(rng, model: TrueHeadModel, cfg: dict, params: dict, small_users: np.ndarray,
+              small_videos: np.ndarray, chunk: int = 512) -> dict:
+    """Sessions per user: rank unseen videos by probs @ w_star + Gumbel noise, show the top K, draw outcomes.
+
+    Vectorised over users: step j serves every user's j-th session at once. Top-K of s + beta*Gumbel equals
+    bottom-K of Exp(1) * exp((max s - s) / beta) (exponent clamped at 80: such videos are never shown anyway).
+    """
+    beta = float(params["policy_noise"])
+    if beta <= 0:
+        raise ValueError("policy_noise must be > 0")
+    n_users, n_videos = len(model.user_bias), len(model.video_duration)
+    blocked = np.zeros(n_users, bool)
+    blocked[small_users] = True
+    ks, planned = _plan_sessions(rng, cfg, params, n_videos - blocked * len(small_videos))
+    out = {k: [] for k in ("user_id", "video_id", "play_duration", "ts_ms", "hour", "session")}
+    cols = np.arange(params["max_session_len"])
+    for c0 in range(0, n_users, chunk):
+        us = np.arange(c0, min(c0 + chunk, n_users))
+        n = len(us)
+        wgt = np.empty((n, 6, n_videos), np.float32)
+        for part in range(6):
+            s = policy_scores(model, us, 4 * part + 2)
+            wgt[:, part] = np.exp(np.minimum((s.max(1, keepdims=True) - s) / np.float32(beta), 80.0))
+        wgt[np.ix_(blocked[us], np.arange(6), small_videos)] = np.inf  # shown or blocked: never again
+        n_seen = blocked[us] * len(small_videos)
+        prev_end = np.full(n, -1e18)
+        for j in range(ks.shape[1]):
+            act = np.flatnonzero(ks[us, j] > 0)
+            if not len(act):
                 break
-            key = score + noise * rng.gumbel(size=n_videos)
-            key[seen] = -np.inf
-            top = np.argpartition(-key, k - 1)[:k]
-            top = top[np.argsort(-key[top], kind="stable")]
-            seen[top] = True
-            play = draw_play(rng, mu[top], sigma[top], pi[top], dur[top])
-            step = np.minimum(play, 29 * _MS_MIN - 60_000) + (1000 + rng.exponential(4000, k)).astype(np.int64)
-            brk = rng.random(k) < 0.04
+            k = np.minimum(ks[us[act], j], n_videos - n_seen[act])
+            t0 = np.maximum(planned[us[act], j], prev_end[act] + 31 * _MS_MIN
+                            + rng.exponential(40 * _MS_MIN, len(act))).astype(np.int64)
+            hour = _beijing_hour(t0)
+            key = rng.standard_exponential((len(act), n_videos), dtype=np.float32)
+            key *= wgt[act, hour // 4]  # inf (or nan for a 0 draw) for seen videos: sorts last either way
+            kmax = int(k.max())
+            idx = np.argpartition(key, kmax - 1, axis=1)[:, :kmax]
+            idx = np.take_along_axis(idx, np.argsort(np.take_along_axis(key, idx, 1), axis=1, kind="stable"), 1)
+            valid = cols[None, :kmax] < k[:, None]
+            ru, rv = np.repeat(act, k), idx[valid]
+            wgt[ru, :, rv] = np.inf
+            n_seen[act] += k
+            rh = np.repeat(hour, k)
+            play = draw_play(rng, *model.components(us[ru], rv, rh))
+            step = np.minimum(play, 28 * _MS_MIN) + (1000 + rng.exponential(4000, len(play))).astype(np.int64)
+            brk = rng.random(len(play)) < 0.04
             step[brk] += rng.integers(5 * _MS_MIN + 30_000, 25 * _MS_MIN, brk.sum())
-            times = t0 + np.concatenate([[0], np.cumsum(step[:-1])])
-            prev_end = times[-1] + step[-1]
-            for name, val in (("user_id", np.full(k, u)), ("video_id", top), ("play_duration", play),
-                              ("ts_ms", times), ("hour", np.full(k, hour)), ("session", np.full(k, j + 1))):
+            step2 = np.zeros(valid.shape, np.int64)
+            step2[valid] = step
+            times = t0[:, None] + np.cumsum(step2, axis=1) - step2
+            prev_end[act] = t0 + step2.sum(1)
+            for name, val in (("user_id", us[ru]), ("video_id", rv), ("play_duration", play),
+                              ("ts_ms", times[valid]), ("hour", rh), ("session", np.full(len(rv), j + 1))):
                 out[name].append(val)
-    return {k: np.concatenate(v).astype(np.int64) for k, v in out.items()}
+    ev = {k: np.concatenate(v).astype(np.int64) for k, v in out.items()}
+    order = np.lexsort((ev["ts_ms"], ev["user_id"]))
+    return {k: v[order] for k, v in ev.items()}
 
 
 def serve_small(rng, model: TrueHeadModel, users: np.ndarray, videos: np.ndarray, params: dict) -> dict:
@@ -425,7 +481,9 @@ def serve_small(rng, model: TrueHeadModel, users: np.ndarray, videos: np.ndarray
     hour = _beijing_hour(ts)
     mu, sigma, pi, dur = model.components(uu, vv, hour)
     play = draw_play(rng, mu, sigma, pi, dur)
-    return dict(user_id=uu, video_id=vv, play_duration=play, ts_ms=ts, hour=hour, session=np.zeros(len(uu), np.int64))
+    timeless = rng.random(len(uu)) < params["small_timeless_fraction"]
+    return dict(user_id=uu, video_id=vv, play_duration=play, ts_ms=ts, hour=hour,
+                session=np.zeros(len(uu), np.int64), timeless=timeless)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -496,35 +554,62 @@ def make_item_daily(rng, model: TrueHeadModel, categories: pd.DataFrame) -> pd.D
 # --------------------------------------------------------------------------------------------------------------
 # Writing the raw files
 # --------------------------------------------------------------------------------------------------------------
-def matrix_frame(rng, ev: dict, model: TrueHeadModel, params: dict, timeless_fraction: float = 0.0,
-                 dup_fraction: float = 0.0) -> pd.DataFrame:
-    """The 8 matrix columns in file order, with the logging artefacts (exact duplicates, time-less rows)."""
+def matrix_table(rng, ev: dict, model: TrueHeadModel, params: dict, dup_fraction: float = 0.0) -> pa.Table:
+    """The 8 matrix columns in file order, with the logging artefacts: exact duplicate rows (placed next to
+    their original), time-less rows (ev['timeless']), a `date` label lagging midnight, slight duration jitter."""
     n = len(ev["user_id"])
     ts_ms = ev["ts_ms"]
-    dur = model.video_duration[ev["video_id"]]
-    local = ts_ms.astype("datetime64[ms]") + BEIJING
-    time_s = pd.Series(np.datetime_as_string(local, unit="ms")).str.replace("T", " ", regex=False)
-    day = local.astype("datetime64[D]")
-    lag = (local - day) < np.timedelta64(params["date_lag_minutes"], "m")  # partition label lags past midnight
-    day = day - lag.astype("timedelta64[D]")
-    ymd = pd.Series(day.astype(str)).str.replace("-", "", regex=False).astype(np.int64)
-    df = pd.DataFrame({
+    dur = model.video_duration[ev["video_id"]].copy()
+    jit = rng.random(n) < params["duration_jitter_fraction"]
+    dur[jit] = np.maximum(1, dur[jit] + rng.choice([-40, -20, -1, 1, 20, 40], jit.sum()))
+    local_ms = ts_ms + 8 * 3_600_000
+    day = local_ms // 86_400_000
+    day -= (local_ms - day * 86_400_000) < params["date_lag_minutes"] * _MS_MIN  # partition label lags midnight
+    d64 = day.astype("datetime64[D]")
+    ymd = ((d64.astype("datetime64[Y]").astype(np.int64) + 1970) * 10000
+           + (d64.astype("datetime64[M]").astype(np.int64) % 12 + 1) * 100
+           + (d64 - d64.astype("datetime64[M]")).astype(np.int64) + 1)
+    gone = ev.get("timeless", np.zeros(n, bool))
+    time_s = _time_strings(local_ms)
+    table = pa.table({
         "user_id": ev["user_id"], "video_id": ev["video_id"], "play_duration": ev["play_duration"],
-        "video_duration": dur, "time": time_s.astype(object), "date": ymd.astype("Int64"),
-        "timestamp": ts_ms / 1000.0, "watch_ratio": ev["play_duration"] / dur,
+        "video_duration": dur,
+        "time": pc.if_else(pa.array(gone), pa.scalar(None, pa.string()), time_s),
+        "date": pa.array(ymd, pa.int64(), mask=gone),
+        "timestamp": pa.array(ts_ms / 1000.0, pa.float64(), mask=gone),
+        "watch_ratio": ev["play_duration"] / dur,
     })
-    if timeless_fraction > 0:
-        gone = rng.random(n) < timeless_fraction
-        df.loc[gone, "time"] = None
-        df.loc[gone, "date"] = pd.NA
-        df.loc[gone, "timestamp"] = np.nan
     if dup_fraction > 0 and n:
         n_dup = int(round(n * dup_fraction / (1 - dup_fraction)))
-        heavy = max(2, int(round(n_dup * 2224 / 968_004)))
+        heavy = max(2, int(round(n_dup * 2224 / 968_004)))  # the real file has one pair repeated 2,224 times
         src = np.concatenate([np.full(heavy, rng.integers(n)), rng.integers(0, n, max(0, n_dup - heavy))])
-        idx = np.sort(np.concatenate([np.arange(n), src]), kind="stable")
-        df = df.iloc[idx].reset_index(drop=True)
-    return df[schema.MATRIX_COLUMNS]
+        table = table.take(np.sort(np.concatenate([np.arange(n), src]), kind="stable"))
+    return table
+
+
+def _time_strings(local_ms: np.ndarray) -> pa.Array:
+    """'YYYY-MM-DD HH:MM:SS.mmm' of local ms, built digit by digit (arrow strftime is ~100x slower)."""
+    d64 = (local_ms // 86_400_000).astype("datetime64[D]")
+    rest = local_ms % 86_400_000
+    fields = [(d64.astype("datetime64[Y]").astype(np.int64) + 1970, 4, 0),
+              (d64.astype("datetime64[M]").astype(np.int64) % 12 + 1, 2, 5),
+              ((d64 - d64.astype("datetime64[M]")).astype(np.int64) + 1, 2, 8),
+              (rest // 3_600_000, 2, 11), (rest // 60_000 % 60, 2, 14), (rest // 1000 % 60, 2, 17), (rest % 1000, 3, 20)]
+    buf = np.empty((len(local_ms), 23), np.uint8)
+    for val, width, pos in fields:
+        for i in range(width):
+            buf[:, pos + i] = val // 10 ** (width - 1 - i) % 10 + 48
+    buf[:, [4, 7]], buf[:, 10], buf[:, [13, 16]], buf[:, 19] = ord("-"), ord(" "), ord(":"), ord(".")
+    arr = pa.FixedSizeBinaryArray.from_buffers(pa.binary(23), len(local_ms), [None, pa.py_buffer(buf.ravel())])
+    return arr.cast(pa.string())
+
+
+def write_plain(table: pa.Table, path: Path) -> None:
+    """Unquoted CSV (no field holds a comma or quote); floats in shortest round-trip form, empty for nulls."""
+    with open(path, "wb") as fh:
+        fh.write((",".join(table.column_names) + "\n").encode())
+        pacsv.write_csv(table, fh, pacsv.WriteOptions(include_header=False, quoting_style="none",
+                                                      batch_size=1 << 16))
 
 
 _CR_MARK = "\u2063CR\u2063"
@@ -557,20 +642,49 @@ def _normalize_w(w_star) -> np.ndarray:
     return w / np.abs(w).sum()
 
 
-def _generate(tmp: Path, size: str, seed: int, w_star, params: dict) -> dict:
+SIDE_COPY = ("user_features.csv", "item_categories.csv", "kuairec_caption_category.csv")
+
+
+def _side_tables(side_dir: Path) -> tuple[pd.DataFrame, int]:
+    """Caption table (CAPTION_COLUMNS names) and n_users from real side files; validated by raw.py."""
+    from datamodules import raw  # local import: raw does not depend on world
+
+    side_dir = Path(side_dir)
+    for f in SIDE_COPY:
+        raw._require(side_dir, f)
+    cat, _ = raw.read_caption(side_dir / "kuairec_caption_category.csv", {})
+    users = raw.read_users(side_dir / "user_features.csv", {})
+    tags = raw.read_item_tags(side_dir / "item_categories.csv", {})
+    for name, ids in (("kuairec_caption_category.csv", cat["video_id"]), ("user_features.csv", users["user_id"]),
+                      ("item_categories.csv", tags["video_id"])):
+        if not np.array_equal(ids.to_numpy(), np.arange(len(ids))):
+            raise raw.DataError(f"{name}: ids must be 0..n-1 without gaps to build a world on them")
+    if len(tags) != len(cat):
+        raise raw.DataError(f"item_categories.csv has {len(tags)} videos but the caption file {len(cat)}")
+    categories = cat.rename(columns={"cat_level1_id": "first_level_category_id"})
+    return categories, len(users)
+
+
+def _generate(tmp: Path, size: str, seed: int, w_star, params: dict, side_dir=None) -> dict:
     """Write the whole world into tmp (data folder + ground_truth); returns the truth dict."""
-    cfg = SIZES[size]
+    cfg = dict(SIZES[size])
     r = _sub_rngs(seed)
     t0 = time.perf_counter()
-    n_users, n_videos = cfg["n_users"], cfg["n_videos"]
-    categories = make_categories(r[0], n_videos)
-    users = make_users(r[1], n_users)
-    tags = make_item_tags(r[2], categories)
+    if side_dir is None:
+        n_users, n_videos = cfg["n_users"], cfg["n_videos"]
+        categories = make_categories(r[0], n_videos)
+        users = make_users(r[1], n_users)
+        tags = make_item_tags(r[2], categories)
+    else:
+        categories, n_users = _side_tables(side_dir)
+        n_videos = len(categories)
+        cfg.update(n_users=n_users, n_videos=n_videos, small_users=min(cfg["small_users"], n_users // 5),
+                   small_videos=min(cfg["small_videos"], n_videos // 3))
     social = make_social(r[3], n_users)
     model = make_model(r[4], categories, n_users, w_star, params)
     small_u = np.sort(r[5].choice(n_users, cfg["small_users"], replace=False))
     small_v = np.sort(r[5].choice(n_videos, cfg["small_videos"], replace=False))
-    big = serve_big(r[6], model, cfg, params, {int(u): small_v for u in small_u})
+    big = serve_big(r[6], model, cfg, params, small_u, small_v)
     small = serve_small(r[7], model, small_u, small_v, params)
     daily = make_item_daily(r[8], model, categories)
     t_gen = time.perf_counter() - t0
@@ -579,35 +693,38 @@ def _generate(tmp: Path, size: str, seed: int, w_star, params: dict) -> dict:
     truth_dir = tmp / TRUTH_SUBDIR
     data.mkdir(parents=True)
     truth_dir.mkdir()
-    big_df = matrix_frame(r[9], big, model, params, dup_fraction=params["dup_fraction"])
-    small_df = matrix_frame(r[9], small, model, params, timeless_fraction=params["small_timeless_fraction"])
-    _write_csv(big_df, data / "big_matrix.csv")
-    _write_csv(small_df, data / "small_matrix.csv")
+    big_t = matrix_table(r[9], big, model, params, dup_fraction=params["dup_fraction"])
+    write_plain(big_t, data / "big_matrix.csv")
+    small_t = matrix_table(r[9], small, model, params)
+    write_plain(small_t, data / "small_matrix.csv")
     _write_csv(social, data / "social_network.csv")
-    _write_csv(tags, data / "item_categories.csv")
-    _write_csv(daily, data / "item_daily_features.csv")
-    _write_csv(users, data / "user_features.csv")
-    write_caption_file(data / "kuairec_caption_category.csv", categories, r[9])
+    write_plain(pa.Table.from_pandas(daily, preserve_index=False), data / "item_daily_features.csv")
+    if side_dir is None:
+        _write_csv(tags, data / "item_categories.csv")
+        _write_csv(users, data / "user_features.csv")
+        write_caption_file(data / "kuairec_caption_category.csv", categories, r[9])
+    else:
+        for f in SIDE_COPY:
+            shutil.copyfile(Path(side_dir) / f, data / f)
 
     heads = []
-    for name, ev, df in (("big", big, big_df), ("small", small, small_df)):
+    for name, ev in (("big", big), ("small", small)):
         p = model.probs(ev["user_id"], ev["video_id"], ev["hour"])
-        ts = ev["ts_ms"] / 1000.0
-        if name == "small":  # time-less rows keep their truth but have no timestamp, as in the matrix
-            keyed = df.drop_duplicates(["user_id", "video_id"]).set_index(["user_id", "video_id"])["timestamp"]
-            ts = keyed.reindex(pd.MultiIndex.from_arrays([ev["user_id"], ev["video_id"]])).to_numpy()
+        ts = np.where(ev.get("timeless", False), np.nan, ev["ts_ms"] / 1000.0)
         heads.append(pd.DataFrame({
             "user_id": ev["user_id"], "video_id": ev["video_id"], "timestamp": ts,
             **{f"p_{h}": p[:, i] for i, h in enumerate(schema.HEADS)},
-            "hour": ev["hour"].astype(np.int8), "matrix": name, "session": ev["session"],
+            "hour": ev["hour"].astype(np.int8), "matrix": name, "session": ev["session"].astype(np.int32),
         }))
     pd.concat(heads, ignore_index=True).to_parquet(truth_dir / "heads.parquet", index=False)
     model.save(truth_dir)
     truth = {
         "w_star": [float(x) for x in model.w_star], "heads": list(schema.HEADS), "seed": seed, "size": size,
         "params": params, "size_config": cfg, "n_users": n_users, "n_videos": n_videos,
-        "rows": {"big_matrix": len(big_df), "big_distinct_events": len(big["user_id"]),
-                 "small_matrix": len(small_df), "item_daily_features": len(daily)},
+        "side_dir": None if side_dir is None else str(side_dir),
+        "rows": {"big_matrix": big_t.num_rows, "big_distinct_events": len(big["user_id"]),
+                 "small_matrix": small_t.num_rows, "small_timeless": int(small["timeless"].sum()),
+                 "item_daily_features": len(daily)},
         "small_block": {"users": small_u.tolist(), "n_videos": len(small_v)},
         "hour_note": "hour = Beijing hour of the session's first event (big) / of the row (small)",
         "seconds": {"generate": round(t_gen, 2), "total": round(time.perf_counter() - t0, 2)},
@@ -628,8 +745,12 @@ def _install(tmp: Path, out_dir: Path) -> None:
         os.replace(tmp / name, out_dir / name)
 
 
-def make_world(out_dir, size: str = "small", seed: int = 0, w_star=None, params: dict | None = None) -> Path:
-    """Generate a planted world into out_dir atomically; returns out_dir/'KuaiRec 2.0'/data."""
+def make_world(out_dir, size: str = "small", seed: int = 0, w_star=None, params: dict | None = None,
+               side_dir=None) -> Path:
+    """Generate a planted world into out_dir atomically; returns out_dir/'KuaiRec 2.0'/data.
+
+    side_dir: a folder with real user_features.csv, item_categories.csv and kuairec_caption_category.csv; they are
+    copied byte for byte and only the rest is synthesized (users/videos/categories then come from them)."""
     if size not in SIZES:
         raise ValueError(f"size must be one of {sorted(SIZES)}, got {size!r}")
     unknown = set(params or {}) - set(DEFAULT_PARAMS)
@@ -642,7 +763,7 @@ def make_world(out_dir, size: str = "small", seed: int = 0, w_star=None, params:
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     try:
         os.chmod(tmp, 0o755)
-        _generate(tmp, size, int(seed), w, params)
+        _generate(tmp, size, int(seed), w, params, side_dir=side_dir)
         _install(tmp, out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
