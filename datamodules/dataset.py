@@ -31,6 +31,7 @@ from datamodules.schema import (AUTHOR_HISTORY_DEFAULTS, CTX_COLUMNS, FEATURE_NA
 from datamodules.raw import DataError, load_kuairec, resolve_data_dir
 
 log = logging.getLogger(__name__)
+DEFAULT_CACHE_ROOT = Path(__file__).resolve().parents[1] / "data" / "processed"  # git-ignored
 FORMAT_VERSION = 1
 CODE_FILES = ["schema.py", "raw.py", "sessions.py", "features.py", "dataset.py"]  # what the output depends on
 FILES = ["interactions.parquet", "sessions.parquet", "user_features.parquet", "item_features.parquet"]
@@ -278,11 +279,14 @@ def _clean_stale(cache_root: Path) -> None:
 
 
 def prepare_dataset(data_dir, matrix: str = "big", config: DatasetConfig = DatasetConfig(),
-                    cache_root="data/processed", force: bool = False) -> Path:
-    """Build (or reuse) the processed dataset of a KuaiRec 2.0 folder; returns `cache_root/<dataset_id>`."""
+                    cache_root=None, force: bool = False) -> Path:
+    """Build (or reuse) the processed dataset of a KuaiRec 2.0 folder; returns `cache_root/<dataset_id>`.
+
+    cache_root None means `<project root>/data/processed`, wherever the command runs from.
+    """
     data_dir = Path(resolve_data_dir(data_dir))
     files = input_files(data_dir, matrix)
-    cache_root = Path(cache_root)
+    cache_root = DEFAULT_CACHE_ROOT if cache_root is None else Path(cache_root)
     cache_root.mkdir(parents=True, exist_ok=True)
     memo_path = cache_root / ".hash_memo.json"
     try:

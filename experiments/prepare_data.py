@@ -22,7 +22,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data-dir", required=True, help="folder with the CSVs, or a parent holding (KuaiRec 2.0/)data/")
     ap.add_argument("--matrix", choices=["big", "small"], default="big", help="interaction matrix (default big)")
-    ap.add_argument("--out", default="data/processed", help="cache root; the dataset goes to OUT/<dataset_id>/")
+    ap.add_argument("--out", default=None,
+                    help="cache root; the dataset goes to OUT/<dataset_id>/ (default <project>/data/processed)")
     ap.add_argument("--force", action="store_true", help="rebuild even if an identical cache exists")
     cfg = ap.add_argument_group("DatasetConfig")
     for f in dataclasses.fields(DatasetConfig):
