@@ -1,0 +1,56 @@
+"""MLflow helpers against a real sqlite store in a temporary root."""
+import time
+
+import numpy as np
+from mlflow.tracking import MlflowClient
+
+from estimation.tracking import StepLogger, log_final, log_params, setup_mlflow, start_child_run
+
+
+def test_store_steps_and_summaries(tmp_path):
+    uri = setup_mlflow(tmp_path)
+    assert uri == f"sqlite:///{tmp_path.resolve()}/mlruns/mlflow.db"
+    assert setup_mlflow(tmp_path) == uri  # idempotent
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("head-weight-estimation")
+    assert client.get_experiment_by_name("gnn-training") is not None
+    assert exp.artifact_location.startswith((tmp_path.resolve() / "mlruns" / "artifacts").as_uri())
+
+    parent = client.create_run(exp.experiment_id, run_name="estimate").info.run_id
+    child = start_child_run(parent, "cat_ce/grid", tags={"objective": "cat_ce"}, client=client)
+    assert client.get_run(child).data.tags["mlflow.parentRunId"] == parent
+
+    n = 1500
+    rng = np.random.default_rng(0)
+    W = rng.normal(size=(n, 4))
+    losses = rng.random(n)
+    losses[[5, 77]] = np.inf
+    t0 = time.perf_counter()
+    with StepLogger(child, client) as log:
+        for step in range(n):
+            log(step, W[step], float(losses[step]))
+    elapsed = time.perf_counter() - t0
+    assert elapsed < 20, elapsed  # batched writes
+
+    other = start_child_run(parent, "cat_ce/nm", client=client)
+    with StepLogger(other, client, asynchronous=True, buffer_steps=100) as alog:
+        for step in range(300):
+            alog(step, W[step], float(losses[step]))
+    assert len(client.get_metric_history(other, "w_long")) == 300
+
+    hist = client.get_metric_history(child, "loss")
+    assert len(hist) == n - 2
+    got = {m.step: m.value for m in hist}
+    assert 5 not in got and 77 not in got and got[6] == losses[6]
+    nonfinite = client.get_metric_history(child, "nonfinite_loss")
+    assert sorted(m.step for m in nonfinite) == [5, 77]
+    wneg = {m.step: m.value for m in client.get_metric_history(child, "w_neg")}
+    assert len(wneg) == n and wneg[5] == W[5, 3]
+
+    log_params(child, {"objective": "cat_ce", "space": {"name": "constrained", "x0": [0.25, 0.25, 0.25]}},
+               client=client)
+    log_final(child, [0.5, 0.1, 0.15, -0.25], 1.25, n_evals=n, client=client)
+    data = client.get_run(child).data
+    assert data.params["space.name"] == "constrained" and data.params["space.x0"] == "[0.25, 0.25, 0.25]"
+    assert data.metrics["final_loss"] == 1.25 and data.metrics["final_w_neg"] == -0.25
+    assert data.metrics["n_evals"] == n
