@@ -113,3 +113,27 @@ def get_space(name: str = "constrained") -> Space:
         return SPACES[name]
     except KeyError:
         raise ValueError(f"unknown search space {name!r}; choose from {sorted(SPACES)}") from None
+
+
+def simplex_slice(w0, axes=(0, 1), resolution: int = 41, signs=(1, 1, 1, -1)):
+    """A 2-D slice of the constrained space through w0 (for landscape plots).
+
+    With a = |w| on the 3-simplex: a[axes[0]] = u and a[axes[1]] = v on a regular grid of [0, 1]^2, and the
+    other two magnitudes share 1 - u - v in their proportion at w0 (equally if both are 0), so (u, v) =
+    (a0[i], a0[j]) is w0 itself. Returns u [n], v [n], W [n, n, 4] (NaN where u + v > 1), indexed [iv, iu].
+    """
+    a0 = np.abs(np.asarray(w0, dtype=np.float64).reshape(4))
+    a0 = a0 / a0.sum()
+    i, j = axes
+    rest = [c for c in range(4) if c not in (i, j)]
+    share = a0[rest] / a0[rest].sum() if a0[rest].sum() > 0 else np.full(2, 0.5)
+    u = np.linspace(0, 1, resolution)
+    v = np.linspace(0, 1, resolution)
+    U, Vv = np.meshgrid(u, v)
+    A = np.zeros(U.shape + (4,))
+    A[..., i], A[..., j] = U, Vv
+    left = 1 - U - Vv
+    A[..., rest[0]], A[..., rest[1]] = left * share[0], left * share[1]
+    W = A * np.asarray(signs, dtype=np.float64) + 0.0
+    W[left < -1e-12] = np.nan
+    return u, v, W

@@ -78,3 +78,15 @@ def test_planted_ranking_objective_recovered():
 def test_unknown_method():
     with pytest.raises(ValueError):
         optimize("sgd", plateau_objective, get_space("constrained"))
+
+
+def test_plots_render(tmp_path):
+    from estimation.plots import landscape, landscape_values, loss_curve, runs_overlay
+    a = optimize("grid", plateau_objective, get_space("constrained"), resolution=6, refine=None)
+    b = optimize("nelder-mead", plateau_objective, get_space("constrained"), max_evals=60)
+    loss_curve(a.history.loss, "grid", tmp_path / "a.png")
+    runs_overlay({"grid": a.history.loss, "nm": b.history.loss}, tmp_path / "o.png")
+    u, v, Z = landscape_values(plateau_objective, W_STAR, axes=(0, 1), resolution=11)
+    assert np.nanmin(Z) == 0.0 and np.isnan(Z[-1, -1])
+    landscape(u, v, Z, W_STAR, path=tmp_path / "l.png", marks={"best": a.w})
+    assert all((tmp_path / f).stat().st_size > 1000 for f in ["a.png", "o.png", "l.png"])

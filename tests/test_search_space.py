@@ -58,3 +58,15 @@ def test_simplex_grid_and_reference_grid():
     assert (G.sum(1) > 0).all() and len(np.unique(G, axis=0)) == len(G)
     with pytest.raises(ValueError):
         get_space("nope")
+
+
+def test_simplex_slice_contains_point():
+    from estimation.search_space import simplex_slice
+    w0 = np.array([0.2, 0.3, 0.1, -0.4])
+    u, v, W = simplex_slice(w0, axes=(0, 3), resolution=11)
+    assert W.shape == (11, 11, 4)
+    iu, iv = 2, 4  # u = 0.2 = a0[0], v = 0.4 = a0[3]
+    np.testing.assert_allclose(W[iv, iu], w0)
+    inside = np.isfinite(W).all(-1)
+    np.testing.assert_allclose(np.abs(W[inside]).sum(-1), 1.0)
+    assert (W[inside][:, 3] <= 0).all() and not inside[10, 10]
