@@ -4,7 +4,9 @@ Why: the estimator must be tested where the answer is known. `make_world` writes
 like a real download (see ../shared/DATA_FACTS.md) plus `ground_truth/` (w_star, true heads per row, the true head
 model). Outcomes are drawn from a per-(user, video, hour) mixture and the four heads are its closed-form event
 probabilities, so empirical label rates match the heads (CONTRACTS section 7 labels):
-  with prob pi the user skips: watch_ratio ~ U(0, 0.2); otherwise log(watch_ratio) ~ Normal(mu, sigma).
+  with prob pi the user skips: watch_ratio ~ U(0, 0.2); otherwise log(watch_ratio) ~ Logistic(mu, sigma)
+(logistic rather than normal: same shape, heavier tails like the real ratios, and a CDF (expit) that is cheap
+enough to score the whole catalog for every user at kuairec size).
 `hour` is the Beijing hour of the session's first event (the serving context); every row of a session uses it.
 """
 from __future__ import annotations
@@ -23,7 +25,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
-from scipy.special import expit, ndtr
+from scipy.special import expit
 
 from datamodules import schema
 
@@ -49,8 +51,8 @@ SIZES: dict[str, dict] = {
 }
 
 DEFAULT_PARAMS: dict = dict(
-    latent_dim=4, mu0=-1.25, beta_dur=-0.35, logdur_ref=9.2, log_sigma0=-0.55, skip0=-1.6, skip_aff=0.8,
-    hour_amp=0.08, hour_skip=1.0, policy_noise=0.02, session_len_logmean=2.7, session_len_logsd=0.8,
+    latent_dim=4, mu0=-0.6, beta_dur=-0.35, logdur_ref=9.2, log_sigma0=-0.95, skip0=-1.6, skip_aff=0.8,
+    hour_amp=0.08, hour_skip=1.0, policy_noise=0.02, trait_scale=0.5, session_len_logmean=2.7, session_len_logsd=0.8,
     max_session_len=200, dup_fraction=0.0772, small_timeless_fraction=0.0389, small_missing_fraction=0.004,
     date_lag_minutes=2, duration_jitter_fraction=0.02,
 )
@@ -81,7 +83,7 @@ class TrueHeadModel:
                "video_skip", "video_duration", "hour_effect", "w_star")
 
     def components(self, user_id, video_id, hour):
-        """mu, sigma, pi (skip probability) and duration (ms) of the watch-ratio mixture; broadcasts."""
+        """mu, sigma (logistic scale), pi (skip probability), duration (ms) of the watch-ratio mixture."""
         p = self.params
         u, v, h = np.asarray(user_id), np.asarray(video_id), np.asarray(hour)
         aff = np.einsum("...d,...d->...", self.user_factors[u], self.video_factors[v])
@@ -97,11 +99,11 @@ class TrueHeadModel:
     def heads_from(mu, sigma, pi, dur) -> np.ndarray:
         """Closed-form P(complete), P(long), P(rewatch), P(neg) of the mixture (labels of CONTRACTS 7)."""
         keep = 1.0 - pi
-        p_complete = keep * ndtr(mu / sigma)
-        p_rewatch = keep * ndtr((mu - LOG2) / sigma)
-        p_neg = pi + keep * ndtr((LOG02 - mu) / sigma)
+        p_complete = keep * expit(mu / sigma)
+        p_rewatch = keep * expit((mu - LOG2) / sigma)
+        p_neg = pi + keep * expit((LOG02 - mu) / sigma)
         skip_long = np.clip(1.0 - LONG_MS / (SKIP_MAX_RATIO * dur), 0.0, 1.0)
-        p_long = pi * skip_long + keep * ndtr((mu - np.log(LONG_MS / dur)) / sigma)
+        p_long = pi * skip_long + keep * expit((mu - np.log(LONG_MS / dur)) / sigma)
         return np.stack([p_complete, p_long, p_rewatch, p_neg], axis=-1)
 
     def probs(self, user_id, video_id, hour) -> np.ndarray:
@@ -197,7 +199,7 @@ def make_categories(rng, n_videos: int) -> pd.DataFrame:
         tax2[int(k)] = [int(x) for x in l2_pool[i2:i2 + n2]]
         i2 += n2
         for c2 in tax2[int(k)]:
-            n3 = int(rng.integers(0, 4))
+            n3 = int(rng.choice(4, p=[0.15, 0.35, 0.3, 0.2]))
             tax3[c2] = [int(x) for x in l3_pool[i3:i3 + n3]]
             i3 += n3
     name2 = {c: n for c, n in zip(l2_pool[:i2], _text(rng, i2, 2, 5))}
@@ -210,7 +212,7 @@ def make_categories(rng, n_videos: int) -> pd.DataFrame:
             continue
         l2[i] = tax2[int(l1[i])][int(u2[i] * 1e6) % len(tax2[int(l1[i])])]
         opts = tax3[int(l2[i])]
-        if opts and u3[i] >= 0.4547:  # 3,249 of 7,145 level-2 videos lack level 3
+        if opts and u3[i] >= 0.36:  # with 15% of level-2 ids lacking level 3: 3,249 of 7,145 videos lack it
             l3[i] = opts[int(u3[i] * 1e6) % len(opts)]
     names1 = {k: n for k, (n, _) in schema.LEVEL1_CATEGORIES.items()}
     unk = "UNKNOWN"
@@ -219,7 +221,7 @@ def make_categories(rng, n_videos: int) -> pd.DataFrame:
     caption[rng.random(n_videos) < 0.126] = ""
     comma = rng.random(n_videos) < 0.05
     caption[comma] = [c[: len(c) // 2] + "，" + "," + c[len(c) // 2:] for c in caption[comma]]
-    ntag = np.where(rng.random(n_videos) < 0.43, 0, rng.integers(1, 6, n_videos))
+    ntag = np.where(_shuffled_labels(rng, n_videos, [0, 1], [4611, 6117]) == 0, 0, rng.integers(1, 6, n_videos))
     tags = _text(rng, int(ntag.sum()), 2, 8)
     cuts = np.cumsum(ntag)[:-1]
     topic = np.array(["[" + ",".join(t) + "]" for t in np.split(tags, cuts)], dtype=object)
@@ -317,21 +319,22 @@ def make_model(rng, categories: pd.DataFrame, n_users: int, w_star, params: dict
     n_videos, d = len(categories), params["latent_dim"]
     _, ci = np.unique(categories["first_level_category_id"].to_numpy(), return_inverse=True)
     n_cat = ci.max() + 1
-    center = rng.normal(0, 0.4, (n_cat, d))
-    cat_q, cat_r = rng.normal(0, 0.3, n_cat), rng.normal(0, 0.3, n_cat)
-    cat_z, cat_dur = rng.normal(0, 0.7, n_cat), rng.normal(0, 0.2, n_cat)
+    ts = params["trait_scale"]  # heterogeneity of the mu / skip / spread traits (not of durations)
+    center = rng.normal(0, 0.4, (n_cat, d)) * np.sqrt(ts)
+    cat_q, cat_r = rng.normal(0, 0.3 * ts, n_cat), rng.normal(0, 0.3 * ts, n_cat)
+    cat_z, cat_dur = rng.normal(0, 0.7 * ts, n_cat), rng.normal(0, 0.2, n_cat)
     cat_tail = rng.uniform(0.02, 0.25, n_cat)
     logdur = 9.17 + cat_dur[ci] + rng.normal(0, 0.25, n_videos)
     tail = rng.random(n_videos) < cat_tail[ci]
     logdur[tail] += 0.4 + np.abs(rng.normal(0, 1.0, tail.sum()))
     return TrueHeadModel(
-        user_factors=rng.normal(0, 0.4, (n_users, d)),
+        user_factors=rng.normal(0, 0.4, (n_users, d)) * np.sqrt(ts),
         user_bias=rng.normal(0, 0.25, n_users),
         user_skip=rng.normal(0, 0.5, n_users),
-        video_factors=center[ci] + rng.normal(0, 0.3, (n_videos, d)),
-        video_quality=cat_q[ci] + rng.normal(0, 0.25, n_videos),
-        video_spread=cat_r[ci] + rng.normal(0, 0.15, n_videos),
-        video_skip=cat_z[ci] + rng.normal(0, 0.4, n_videos),
+        video_factors=center[ci] + rng.normal(0, 0.3, (n_videos, d)) * np.sqrt(ts),
+        video_quality=cat_q[ci] + rng.normal(0, 0.25 * ts, n_videos),
+        video_spread=cat_r[ci] + rng.normal(0, 0.15 * ts, n_videos),
+        video_skip=cat_z[ci] + rng.normal(0, 0.4 * ts, n_videos),
         video_duration=np.clip(np.round(np.exp(logdur)), 140, 315_072).astype(np.int64),
         hour_effect=params["hour_amp"] * _DAYPART_CURVE,
         params=params,
@@ -342,7 +345,8 @@ def make_model(rng, categories: pd.DataFrame, n_users: int, w_star, params: dict
 def draw_play(rng, mu, sigma, pi, dur) -> np.ndarray:
     """play_duration (int ms) from the mixture; floor keeps ratio>=1, >=2 and play>=10 s exact label events."""
     skip = rng.random(len(mu)) < pi
-    ratio = np.where(skip, rng.random(len(mu)) * SKIP_MAX_RATIO, np.exp(mu + sigma * rng.standard_normal(len(mu))))
+    u = np.clip(rng.random(len(mu)), 1e-12, 1 - 1e-12)
+    ratio = np.where(skip, rng.random(len(mu)) * SKIP_MAX_RATIO, np.exp(mu + sigma * np.log(u / (1 - u))))
     return np.floor(np.minimum(ratio, 5000.0) * dur).astype(np.int64)
 
 
@@ -379,9 +383,9 @@ def policy_scores(model: TrueHeadModel, users: np.ndarray, hour: int) -> np.ndar
     keep = 1 - pi
     w = model.w_star.astype(f32)
     skip_long = np.clip(1.0 - LONG_MS / (SKIP_MAX_RATIO * dur), 0.0, 1.0).astype(f32)
-    s = keep * (w[0] * ndtr(mu * inv_sigma) + w[2] * ndtr((mu - f32(LOG2)) * inv_sigma)
-                + w[1] * ndtr((mu - np.log(LONG_MS / dur).astype(f32)) * inv_sigma)
-                + w[3] * ndtr((f32(LOG02) - mu) * inv_sigma))
+    s = keep * (w[0] * expit(mu * inv_sigma) + w[2] * expit((mu - f32(LOG2)) * inv_sigma)
+                + w[1] * expit((mu - np.log(LONG_MS / dur).astype(f32)) * inv_sigma)
+                + w[3] * expit((f32(LOG02) - mu) * inv_sigma))
     s += pi * (w[1] * skip_long + w[3])
     return s
 

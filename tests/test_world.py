@@ -141,3 +141,36 @@ def test_ensure_world_generates_once(tmp_path):
     assert ensure_world("tiny", seed=1, root=tmp_path) == d1
     assert (d1 / "big_matrix.csv").stat().st_mtime_ns == stamp
     assert json.loads((tmp_path / "tiny-seed1" / "ground_truth" / "truth.json").read_text())["size"] == "tiny"
+
+
+def test_world_marginals_match_facts(tiny_world):
+    from experiments.world_vs_facts import facts_table
+
+    df = facts_table(tiny_world)
+    # a tiny world's users see a quarter of its 300 videos, so its watch ratios run lower than the real ones
+    loose = df["fact"].str.contains("watch_ratio|play_duration") | df["fact"].str.startswith("users:")
+    df.loc[loose, "tol"] *= 2
+    bad = df[(df["world"] - df["real"]).abs() > df["tol"]]
+    assert bad.empty, bad.to_string()
+
+
+def test_side_dir_mode(side_dir, tmp_path):
+    """Real side files (cut to 200 users / 2,000 videos to stay fast, keeping two bare-CR captions)."""
+    from datamodules.world import SIZES
+
+    cut = tmp_path / "side"
+    cut.mkdir()
+    for name, n in (("user_features.csv", 200), ("item_categories.csv", 2000), ("kuairec_caption_category.csv", 2000)):
+        lines = (side_dir / name).read_bytes().split(b"\n")
+        (cut / name).write_bytes(b"\n".join(lines[: n + 1]) + b"\n")
+    SIZES["side-test"] = dict(n_users=0, n_videos=0, rows_per_user=30, min_rows=5, small_users=10, small_videos=40)
+    try:
+        data = make_world(tmp_path / "w", size="side-test", seed=0, side_dir=cut)
+    finally:
+        del SIZES["side-test"]
+    for f in ("user_features.csv", "item_categories.csv", "kuairec_caption_category.csv"):
+        assert (data / f).read_bytes() == (cut / f).read_bytes()
+    raw = load_kuairec(data)
+    assert (raw.n_users, raw.n_videos) == (200, 2000)
+    assert raw.repairs["kuairec_caption_category.bare_cr_inside_text_kept"] == 2
+    assert raw.interactions["user_id"].nunique() == 200
