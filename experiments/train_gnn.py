@@ -13,6 +13,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import math
 import os
 import shutil
 import sys
@@ -32,6 +33,7 @@ from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint  # noqa: 
 from pytorch_lightning.loggers import MLFlowLogger  # noqa: E402
 
 from datamodules.datamodule import KuaiRecDataModule  # noqa: E402
+from datamodules.schema import HEADS  # noqa: E402
 from lightning_modules.checkpoints import CHECKPOINT_ARTIFACT_DIR  # noqa: E402
 from lightning_modules.head_model import HeadModel  # noqa: E402
 from lightning_modules.tracking import TRAINING_EXPERIMENT, artifact_location, setup_mlflow, tracking_uri  # noqa: E402
@@ -121,6 +123,7 @@ def fit_and_log(config: TrainConfig, dataset: Any = None, data_dir: str | None =
     model = HeadModel.from_graph(dm.graph, dataset_id=str(dataset.dataset_id), hidden_dim=config.hidden_dim,
                                  lr=config.lr, weight_decay=config.weight_decay)
 
+    n_batches = math.ceil(len(dm.split_rows("train")) / config.batch_size)
     setup_mlflow(config.root, config.experiment)
     logger = MLFlowLogger(
         experiment_name=config.experiment, run_name=config.run_name, tracking_uri=tracking_uri(config.root),
@@ -133,7 +136,7 @@ def fit_and_log(config: TrainConfig, dataset: Any = None, data_dir: str | None =
         max_epochs=config.epochs, accelerator=config.accelerator, devices=_devices(config.devices),
         strategy=config.strategy, logger=logger, callbacks=[best_cb, stop_cb, *callbacks], deterministic=True,
         default_root_dir=str(Path(config.root) / "mlruns" / "lightning"), enable_progress_bar=False,
-        enable_model_summary=False, log_every_n_steps=10, num_sanity_val_steps=0)
+        enable_model_summary=False, log_every_n_steps=max(1, min(50, n_batches)), num_sanity_val_steps=0)
     logger.log_hyperparams({f"config/{k}": v for k, v in config.to_dict().items()})
     trainer.fit(model, datamodule=dm)
     tested = trainer.test(model, datamodule=dm, ckpt_path="best" if best_cb.best_model_path else None,
@@ -158,10 +161,39 @@ def fit_and_log(config: TrainConfig, dataset: Any = None, data_dir: str | None =
         (stage / "info.json").write_text(json.dumps(info, indent=2))
         client.log_artifacts(run_id, str(stage), CHECKPOINT_ARTIFACT_DIR)
     client.set_tag(run_id, "best_val_auc_mean", str(info["best_score"]))
+    oracle = log_oracle_auc(client, run_id, model, dm, data_dir, config.matrix)
+    if oracle:
+        test_metrics.update(oracle)
     staging = (Path(config.root) / "mlruns" / "lightning").resolve()
     if ckpt_dir.name == "checkpoints" and staging in ckpt_dir.resolve().parents:
         shutil.rmtree(ckpt_dir.parent, ignore_errors=True)  # the MLflow artifacts are the copies that count
     return TrainResult(run_id, model, test_metrics, best, dm)
+
+
+def log_oracle_auc(client, run_id: str, model: HeadModel, dm: KuaiRecDataModule, data_dir: str | None,
+                   matrix: str) -> dict[str, float]:
+    """On a planted world (ground truth beside the data), log per head the oracle AUC of the true probabilities
+    on the same test edges and the model's share of the oracle's lift over chance; {} on real data."""
+    if not data_dir:
+        return {}
+    from datamodules.world import load_truth
+    from lightning_modules.oracle import flat_metrics, oracle_report, true_head_probs
+
+    truth = load_truth(data_dir)
+    if truth is None:
+        return {}
+    g = dm.graph
+    rows = dm.split_rows("test")
+    model = model.eval().cpu()
+    with torch.no_grad():
+        probs = model(g.user[rows], g.video[rows], g.edge_attr[rows]).numpy()
+    interactions = dm.dataset.interactions.iloc[rows.numpy()]
+    report = oracle_report(g.y[rows].numpy(), probs, true_head_probs(interactions, truth["truth_dir"], matrix))
+    metrics = flat_metrics(report, "test/")
+    for k, v in metrics.items():
+        client.log_metric(run_id, k, v)
+    log.info("oracle AUC share per head: %s", {h: report[h]["share"] for h in HEADS})
+    return metrics
 
 
 def parse_args(argv: list[str] | None = None) -> TrainConfig:

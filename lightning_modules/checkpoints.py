@@ -100,3 +100,24 @@ def check_compatible(model: HeadModel, dataset: Any) -> None:
         raise IncompatibleCheckpointError(
             f"checkpoint (trained on dataset {trained}) does not fit dataset "
             f"{getattr(dataset, 'dataset_id', '?')}: {'; '.join(problems)}; retrain the GNN on this dataset")
+
+
+def latest_training_run(dataset_id: str, tracking_uri: str | None = None, root=None,
+                        experiment: str = "gnn-training") -> str | None:
+    """Run id of the newest FINISHED training run for ``dataset_id`` that has a best checkpoint, or None."""
+    import mlflow
+
+    from lightning_modules.tracking import tracking_uri as _uri
+
+    client = mlflow.MlflowClient(tracking_uri or _uri(root))
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return None
+    runs = client.search_runs([exp.experiment_id],
+                              filter_string=f"tags.dataset_id = '{dataset_id}' and attributes.status = 'FINISHED'",
+                              order_by=["attributes.start_time DESC"], max_results=20)
+    for run in runs:
+        if any(a.path == f"{CHECKPOINT_ARTIFACT_DIR}/best.ckpt"
+               for a in client.list_artifacts(run.info.run_id, CHECKPOINT_ARTIFACT_DIR)):
+            return run.info.run_id
+    return None

@@ -27,6 +27,25 @@ def normalized_adjacency(edge_index: torch.Tensor, num_nodes: int) -> torch.Tens
         return adj_t.to_sparse_csr()
 
 
+class _SymmetricSpmm(torch.autograd.Function):
+    """y = A @ x for a SYMMETRIC sparse A: the gradient A^T @ g = A @ g reuses A (no transpose/sort per step)."""
+
+    @staticmethod
+    def forward(ctx, adj: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        ctx.adj = adj
+        return adj @ x
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return None, ctx.adj @ grad
+
+
+def is_symmetric(edge_index: torch.Tensor, num_nodes: int) -> bool:
+    key = torch.sort(edge_index[0] * num_nodes + edge_index[1]).values
+    rev = torch.sort(edge_index[1] * num_nodes + edge_index[0]).values
+    return bool(torch.equal(key, rev))
+
+
 class GNN(nn.Module):
     """Node embeddings -> 3 x (GCNConv + ReLU) -> edge MLP on [h_user, h_video, edge_attr] -> 4 logits."""
 
@@ -64,12 +83,15 @@ class GNN(nn.Module):
         w, h = self.first_linear.weight, self.hidden_dim
         return {"user": w[:, :h], "video": w[:, h:2 * h], "feat": w[:, 2 * h:], "bias": self.first_linear.bias}
 
-    def encode_nodes(self, adj_t: torch.Tensor) -> torch.Tensor:
-        """[num_nodes, H] embeddings; ``adj_t`` from :func:`normalized_adjacency`."""
+    def encode_nodes(self, adj_t: torch.Tensor, symmetric: bool = False) -> torch.Tensor:
+        """[num_nodes, H] embeddings; ``adj_t`` from :func:`normalized_adjacency`. ``symmetric=True`` (an
+        undirected graph) computes each layer as A @ lin(x) + bias with a cheaper backward; same values."""
         x = self.node_emb.weight
-        x = F.relu(self.gcn1(x, adj_t))
-        x = F.relu(self.gcn2(x, adj_t))
-        x = F.relu(self.gcn3(x, adj_t))
+        for conv in (self.gcn1, self.gcn2, self.gcn3):
+            if symmetric:
+                x = F.relu(_SymmetricSpmm.apply(adj_t, conv.lin(x)) + conv.bias)
+            else:
+                x = F.relu(conv(x, adj_t))
         return x
 
     def score_edges(self, x: torch.Tensor, src: torch.Tensor, dst: torch.Tensor, edge_attr: torch.Tensor) -> torch.Tensor:

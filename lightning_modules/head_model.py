@@ -21,7 +21,7 @@ from torchmetrics import Metric
 from torchmetrics.classification import BinaryAUROC
 
 from datamodules.schema import HEADS
-from lightning_modules.gnn import GNN, normalized_adjacency
+from lightning_modules.gnn import GNN, is_symmetric, normalized_adjacency
 
 STAGES = ("val", "test")
 
@@ -72,7 +72,7 @@ class HeadModel(pl.LightningModule):
         self.auroc = torch.nn.ModuleDict({
             f"{s}_{h}": BinaryAUROC(thresholds=None, validate_args=False) for s in STAGES for h in HEADS})
         self.counts = torch.nn.ModuleDict({s: ClassCounts() for s in STAGES})
-        self._adj: tuple[Any, torch.Tensor] | None = None
+        self._adj: tuple[Any, torch.Tensor, bool] | None = None
         self._eval_x: torch.Tensor | None = None
 
     @classmethod
@@ -92,12 +92,14 @@ class HeadModel(pl.LightningModule):
         """The GCN-normalized sparse adjacency of the message-passing graph, cached per device and buffer."""
         key = (self.edge_index.device, self.edge_index.data_ptr(), self.edge_index._version)
         if self._adj is None or self._adj[0] != key:
-            self._adj = (key, normalized_adjacency(self.edge_index, self.n_users + self.n_videos))
+            n = self.n_users + self.n_videos
+            self._adj = (key, normalized_adjacency(self.edge_index, n), is_symmetric(self.edge_index, n))
         return self._adj[1]
 
     def node_embeddings(self) -> torch.Tensor:
         """[n_users + n_videos, H]: users first, then videos (node n_users + video_id)."""
-        return self.gnn.encode_nodes(self.adjacency())
+        adj = self.adjacency()
+        return self.gnn.encode_nodes(adj, symmetric=self._adj[2])
 
     def normalize(self, edge_attr_raw: torch.Tensor) -> torch.Tensor:
         z = (edge_attr_raw.to(self.mu.dtype) - self.mu) / self.std

@@ -11,7 +11,7 @@ from datamodules.datamodule import KuaiRecDataModule
 from datamodules.graph import GraphError, build_graph, feature_stats, normalize_features
 from datamodules.schema import LABEL_COLUMNS
 from fake_dataset import make_fake_dataset
-from lightning_modules.gnn import GNN, normalized_adjacency
+from lightning_modules.gnn import GNN, is_symmetric, normalized_adjacency
 
 torch.set_num_threads(1)
 
@@ -121,10 +121,35 @@ def test_gnn_equals_notebook_gcn_on_edge_index(graph):
     x = gnn.node_emb.weight
     for r in ref:
         x = F.relu(r(x, graph.edge_index))
-    got = gnn.encode_nodes(normalized_adjacency(graph.edge_index, n))
+    adj = normalized_adjacency(graph.edge_index, n)
+    got = gnn.encode_nodes(adj)
     torch.testing.assert_close(got, x, rtol=1e-5, atol=1e-6)
+    # the symmetric fast path: same values and same gradients
+    assert is_symmetric(graph.edge_index, n)
+    fast = gnn.encode_nodes(adj, symmetric=True)
+    torch.testing.assert_close(fast, x, rtol=1e-5, atol=1e-6)
+    w = torch.randn_like(x)
+    g_ref = torch.autograd.grad((x * w).sum(), gnn.node_emb.weight)[0]
+    g_fast = torch.autograd.grad((fast * w).sum(), gnn.node_emb.weight)[0]
+    torch.testing.assert_close(g_fast, g_ref, rtol=1e-4, atol=1e-6)
     # the notebook's parameter names, so its state_dict loads unchanged
     assert {"node_emb.weight", "gcn1.lin.weight", "gcn1.bias", "edge_mlp.0.weight", "edge_mlp.6.bias"} <= set(
         gnn.state_dict())
     parts = gnn.first_linear_parts()
     assert parts["user"].shape == (128, 8) and parts["video"].shape == (128, 8) and parts["feat"].shape == (128, 64)
+
+
+def test_real_tiny_world_graph(tiny_world, tmp_path):
+    """The same invariants on the real pipeline's output (prepare_dataset on the tiny planted world)."""
+    from datamodules.dataset import load_dataset, prepare_dataset
+
+    real = load_dataset(prepare_dataset(tiny_world, cache_root=tmp_path / "processed"))
+    g = build_graph(real)
+    df = real.interactions
+    nu = real.n_users
+    fwd = g.edge_index[:, g.edge_index[0] < nu]
+    train = df[df.split == 0]
+    assert _pairs(fwd[0], fwd[1] - nu) == _pairs(train.user_id, train.video_id)
+    assert g.edge_index.shape[1] == 2 * fwd.shape[1]
+    assert g.edge_attr.shape == (len(df), 64) and g.y.shape == (len(df), 4)
+    assert torch.isfinite(normalize_features(g.edge_attr, g.mu, g.std)).all()

@@ -10,7 +10,7 @@ from datamodules.schema import HEADS
 from experiments.train_gnn import TrainConfig, fit_and_log, parse_args
 from fake_dataset import make_fake_dataset
 from lightning_modules.checkpoints import (IncompatibleCheckpointError, checkpoint_artifact, check_compatible,
-                                           load_head_model)
+                                           latest_training_run, load_head_model)
 from lightning_modules.tracking import tracking_uri
 
 torch.set_num_threads(1)
@@ -28,36 +28,37 @@ def _predict(model, ds):
 class LastPredictions(pl.Callback):
     """Predictions of the weights as they are when fitting ends (= last.ckpt)."""
 
-    def __init__(self, ds):
-        self.ds, self.preds = ds, None
+    preds = None
 
     def on_train_end(self, trainer, pl_module):
         was_training = pl_module.training
-        self.preds = _predict(pl_module, self.ds)
+        self.preds = _predict(pl_module, trainer.datamodule.dataset)
         pl_module.train(was_training)
 
 
 @pytest.fixture(scope="module")
-def ds():
-    return make_fake_dataset(n_users=40, n_videos=50, per_user=25, seed=4, dataset_id="fake-train")
-
-
-@pytest.fixture(scope="module")
-def trained(ds, tmp_path_factory):
+def trained(tiny_world, tmp_path_factory):
+    """The real pipeline on the tiny planted world: prepare_dataset -> datamodule -> Trainer -> MLflow."""
     root = tmp_path_factory.mktemp("proj")
-    cb = LastPredictions(ds)
-    cfg = TrainConfig(root=str(root), epochs=2, hidden_dim=8, batch_size=128, seed=3)
-    result = fit_and_log(cfg, dataset=ds, data_dir="fake-dir", callbacks=[cb])
+    cb = LastPredictions()
+    cfg = TrainConfig(data_dir=str(tiny_world), root=str(root), epochs=2, hidden_dim=8, batch_size=512, seed=3)
+    result = fit_and_log(cfg, callbacks=[cb])
     return root, result, cb.preds
 
 
-def test_run_logged_with_checkpoints(trained, ds):
+@pytest.fixture(scope="module")
+def ds(trained):
+    return trained[1].datamodule.dataset
+
+
+def test_run_logged_with_checkpoints(trained, ds, tiny_world):
     root, result, _ = trained
     assert (root / "mlruns" / "mlflow.db").is_file()
+    assert (root / "data" / "processed" / ds.dataset_id).is_dir()
     client = mlflow.MlflowClient(tracking_uri(root))
     run = client.get_run(result.run_id)
     assert client.get_experiment(run.info.experiment_id).name == "gnn-training"
-    assert run.data.tags["dataset_id"] == "fake-train" and run.data.tags["data_dir"] == "fake-dir"
+    assert run.data.tags["dataset_id"] == ds.dataset_id and run.data.tags["data_dir"] == str(tiny_world)
     arts = {a.path for a in client.list_artifacts(result.run_id, "checkpoints")}
     assert {"checkpoints/best.ckpt", "checkpoints/last.ckpt"} <= arts
     for h in HEADS:
@@ -65,6 +66,9 @@ def test_run_logged_with_checkpoints(trained, ds):
     assert len(client.get_metric_history(result.run_id, "val/auc_mean")) == 2  # one per epoch
     assert run.data.params["config/epochs"] == "2"
     assert str(root / "mlruns" / "artifacts") in run.info.artifact_uri
+    assert run.info.status == "FINISHED"
+    assert latest_training_run(ds.dataset_id, root=root) == result.run_id
+    assert latest_training_run("no-such-dataset", root=root) is None
 
 
 def test_reload_by_run_id_and_path_predicts_the_same(trained, ds):
@@ -85,10 +89,10 @@ def test_reload_by_run_id_and_path_predicts_the_same(trained, ds):
 def test_checkpoint_with_other_catalog_or_features_fails_clearly(trained):
     root, result, _ = trained
     model = load_head_model(result.run_id, "last", root=root)
-    other = make_fake_dataset(n_users=41, n_videos=50, per_user=3, seed=5)
-    with pytest.raises(IncompatibleCheckpointError, match="n_users 40 != dataset 41; retrain"):
+    other = make_fake_dataset(n_users=81, n_videos=300, per_user=3, seed=5)
+    with pytest.raises(IncompatibleCheckpointError, match="n_users 80 != dataset 81; retrain"):
         check_compatible(model, other)
-    renamed = make_fake_dataset(n_users=40, n_videos=50, per_user=3, seed=5)
+    renamed = make_fake_dataset(n_users=80, n_videos=300, per_user=3, seed=5)
     renamed.feature_names = [*renamed.feature_names[:-1], "hist_new_feature"]
     with pytest.raises(IncompatibleCheckpointError, match="only in dataset: \\['hist_new_feature'\\]"):
         check_compatible(model, renamed)
