@@ -87,6 +87,7 @@ def main(argv=None) -> None:
     ap.add_argument("--rows", type=int, default=2_000_000)
     ap.add_argument("--data-dir", default=None, help="time prepare_dataset on a real/synthetic KuaiRec folder")
     ap.add_argument("--matrix", default="big")
+    ap.add_argument("--keep", default=None, help="with --csv: write the folder here and keep it")
     ap.add_argument("--csv", action="store_true", help="write the synthetic tables as CSVs (real side files from "
                     "../shared/kuairec-side) and time the whole prepare_dataset, reading included")
     args = ap.parse_args(argv)
@@ -95,6 +96,7 @@ def main(argv=None) -> None:
             t = time.time()
             out = D.prepare_dataset(args.data_dir, args.matrix, cache_root=tmp)
             print(f"prepare_dataset: {time.time() - t:.1f} s, peak RSS {peak_rss_gb():.2f} GB -> {out.name}")
+            print("phases (s):", D.load_dataset(out, columns=["user_id"]).manifest["timings_s"])
             t = time.time()
             D.load_dataset(out)
             print(f"load_dataset: {time.time() - t:.1f} s, peak RSS {peak_rss_gb():.2f} GB")
@@ -105,7 +107,7 @@ def main(argv=None) -> None:
         if args.csv:
             side = Path(__file__).resolve().parents[2] / "shared" / "kuairec-side"
             t = time.time()
-            folder = write_kuairec_folder(raw, Path(tmp) / "KuaiRec 2.0" / "data", side)
+            folder = write_kuairec_folder(raw, Path(args.keep or tmp) / "KuaiRec 2.0" / "data", side)
             print(f"wrote CSVs ({(folder / 'big_matrix.csv').stat().st_size / 1e9:.2f} GB big_matrix): "
                   f"{time.time() - t:.1f} s; now timing prepare_dataset in a fresh process")
             del raw

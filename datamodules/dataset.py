@@ -293,7 +293,9 @@ def prepare_dataset(data_dir, matrix: str = "big", config: DatasetConfig = Datas
         memo = json.loads(memo_path.read_text())
     except (OSError, ValueError):
         memo = {}
+    t0 = time.time()
     inputs = {name: file_fingerprint(p, memo) for name, p in files.items()}
+    timings = {"fingerprint": time.time() - t0}
     tmp_memo = memo_path.with_name(f".hash_memo.{os.getpid()}.{uuid.uuid4().hex}")
     tmp_memo.write_text(json.dumps(memo))
     os.replace(tmp_memo, memo_path)
@@ -309,18 +311,28 @@ def prepare_dataset(data_dir, matrix: str = "big", config: DatasetConfig = Datas
 
     _clean_stale(cache_root)
     log.info("building processed dataset %s from %s (%s matrix)", dataset_id, data_dir, matrix)
+    t0 = time.time()
     raw = _load_raw(data_dir, matrix)
+    timings["load_raw"] = time.time() - t0
+    t0 = time.time()
     ds = build_dataset(raw, config, dataset_id)
+    del raw
+    timings["build"] = time.time() - t0
+    timings = {k: round(v, 2) for k, v in timings.items()}
     ds.manifest.update({
         "matrix": matrix, "data_dir": str(data_dir), "inputs": inputs, "input_hash": "sha256 of full file content",
         "code_version": code, "code_files": CODE_FILES,
         "versions": {"pandas": pd.__version__, "numpy": np.__version__, "pyarrow": pa.__version__},
         "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "timings_s": timings,
     })
     tmp = cache_root / f".tmp-{dataset_id}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
+        t0 = time.time()
         write_dataset(ds, tmp)
         _install(tmp, out, dataset_id)
+        log.info("dataset %s: fingerprint %.1f s, load %.1f s, build %.1f s, write %.1f s", dataset_id,
+                 timings["fingerprint"], timings["load_raw"], timings["build"], time.time() - t0)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
