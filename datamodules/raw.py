@@ -13,7 +13,7 @@ only change labels through the thresholds of CONTRACTS 7; they are counted as `<
 from __future__ import annotations
 
 import csv
-import io
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -108,7 +108,12 @@ def _arrow_read(path: Path, types: dict, columns=None, repairs=None) -> pd.DataF
                                parse_options=pacsv.ParseOptions(newlines_in_values=False), convert_options=conv)
     except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
         msg = str(e).splitlines()[0]
-        raise DataError(f"{path.name}: unreadable values ({msg}); fix or re-download the file") from None
+        m = re.search(r"column #(\d+)", msg)
+        with open(path, "rb") as fh:
+            header = next(csv.reader([fh.readline().decode("utf-8", "replace").lstrip("\ufeff").rstrip("\r\n")]))
+        col = header[int(m.group(1))] if m and int(m.group(1)) < len(header) else "?"
+        raise DataError(f"{path.name}: column {col} has unreadable values ({msg}); fix or re-download the file") \
+            from None
     return table.to_pandas()
 
 
@@ -156,15 +161,18 @@ def _bump(repairs: dict, key: str, n) -> None:
 # --------------------------------------------------------------------------------------------------------------
 # File readers
 # --------------------------------------------------------------------------------------------------------------
+# `time` is not read: it is the Beijing rendering of `timestamp` (so rows equal on the other seven columns are exact
+# duplicates) and event time comes from `timestamp`. `date` is read as float64, which holds YYYYMMDD exactly
+# (float32 would not), then checked to be an integral 2020xxxx label.
 _MATRIX_TYPES = {"user_id": pa.int64(), "video_id": pa.int64(), "play_duration": pa.int64(),
-                 "video_duration": pa.int64(), "time": pa.string(), "date": pa.string(),
-                 "timestamp": pa.float64(), "watch_ratio": pa.float64()}
+                 "video_duration": pa.int64(), "date": pa.float64(), "timestamp": pa.float64(),
+                 "watch_ratio": pa.float64()}
 
 
 def read_matrix(path: Path, repairs: dict) -> pd.DataFrame:
     """A matrix CSV -> interactions (6 columns): time-less rows and exact duplicates dropped, counted."""
     _check_header(path, repairs)
-    df = _arrow_read(path, _MATRIX_TYPES)
+    df = _arrow_read(path, _MATRIX_TYPES, columns=list(_MATRIX_TYPES))
     stem = path.stem
     for col in ("user_id", "video_id", "play_duration", "video_duration", "watch_ratio"):
         if df[col].isna().any():
@@ -175,9 +183,9 @@ def read_matrix(path: Path, repairs: dict) -> pd.DataFrame:
         neg = df[col] < 0
         if neg.any():
             raise DataError(f"{path.name}: column {col} has negative values, e.g. {_few(df.loc[neg, col])}")
-    # date: an 8-digit YYYYMMDD label (or YYYYMMDD.0 as pandas writes floats); never parsed as a number-datetime
-    date = df["date"].str.replace(r"\.0$", "", regex=True)
-    bad = date.notna() & ~date.str.fullmatch(r"20\d{6}").fillna(False).astype(bool)
+    # date: a YYYYMMDD label (or YYYYMMDD.0 as pandas writes floats); never parsed as a number-datetime
+    date = df["date"]
+    bad = date.notna() & ~((date >= 20000101) & (date <= 20991231) & (date == np.floor(date)))
     if bad.any():
         raise DataError(f"{path.name}: column date has values that are not YYYYMMDD, e.g. {_few(date[bad])}")
     exact = df.duplicated(keep="first")

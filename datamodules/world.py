@@ -718,7 +718,9 @@ def _generate(tmp: Path, size: str, seed: int, w_star, params: dict, side_dir=No
         heads.append(pd.DataFrame({
             "user_id": ev["user_id"], "video_id": ev["video_id"], "timestamp": ts,
             **{f"p_{h}": p[:, i] for i, h in enumerate(schema.HEADS)},
-            "hour": ev["hour"].astype(np.int8), "matrix": name, "session": ev["session"].astype(np.int32),
+            "hour": ev["hour"].astype(np.int8),
+            "matrix": pd.Categorical.from_codes(np.full(len(ts), name == "small", np.int8), ["big", "small"]),
+            "session": ev["session"].astype(np.int32),
         }))
     pd.concat(heads, ignore_index=True).to_parquet(truth_dir / "heads.parquet", index=False)
     model.save(truth_dir)
