@@ -102,6 +102,8 @@ class Ranker:
         self.k = k
         self.k_eff = np.minimum(k, n_cand)
         self.candidates = None if c_ptr is None else (c_ptr, c_ids)
+        # pruned candidates (pruning.Candidates) are exact only for weights with their sign pattern
+        self.signs = getattr(candidates, "signs", None)
         # chunks: sessions sorted by K_eff then width, grouped so that cs * width <= chunk_elems
         order = np.lexsort((width_of, self.k_eff))
         self._chunks: list[_Chunk] = []
@@ -157,6 +159,10 @@ class Ranker:
     def chunks(self, W) -> Iterator[RankedChunk]:
         """Yield the top-K lists chunk by chunk for weights W [B, 4] (finite)."""
         Wq = torch.from_numpy(quantize_weights(W))
+        if self.signs is not None:
+            ok = ((Wq * torch.tensor(self.signs, dtype=Wq.dtype)) >= 0).all(1) & (Wq.abs().sum(1) > 0)
+            if not bool(ok.all()):
+                raise ValueError(f"these candidates were pruned for weights with signs {self.signs}; got {W}")
         for ci, c in enumerate(self._chunks):
             data = c.data if c.data is not None else self._load(c)
             yield RankedChunk(ci, c.rows, *_rank_chunk(data, c, Wq, self.batch_elems))

@@ -108,3 +108,64 @@ def test_memmap_input_and_validation(tmp_path):
         Ranker(bad, k)
     with pytest.raises(ValueError):
         Ranker(probs, k).topk(np.array([[np.inf, 0, 0, 0]]))
+
+
+# ---- exact candidate pruning (K-skyband) ----
+
+def brute_skyband(probs, k, seen):
+    """Per session: candidates beaten (weakly dominated and lower id, or strictly dominated in all four
+    benefit coordinates) by fewer than K other candidates."""
+    S, V, _ = probs.shape
+    out = []
+    for s in range(S):
+        b = np.rint(probs[s].astype(np.float64) * 2**24)
+        b[:, 3] *= -1
+        allowed = np.ones(V, bool)
+        allowed[seen[1][seen[0][s]:seen[0][s + 1]]] = False
+        ids = np.arange(V)[allowed]
+        bb = b[allowed]
+        ge = (bb[None, :, :] >= bb[:, None, :]).all(-1)   # [v, u]: u >= v
+        gt = (bb[None, :, :] > bb[:, None, :]).all(-1)
+        beats = ge & ((ids[None, :] < ids[:, None]) | gt)
+        out.append(ids[beats.sum(1) < k[s]])
+    return out
+
+
+def test_skyband_matches_brute_force_and_keeps_every_top_k():
+    from estimation.pruning import skyband
+    from estimation.search_space import get_space
+    rng = np.random.default_rng(5)
+    probs, k, seen = random_case(rng, S=10, V=60, levels=6)
+    probs[:, 20:25] = probs[:, 7:8]  # identical videos
+    probs[:, 30, :] = probs[:, 31, :]
+    probs[:, 30, 0] = min(1.0, float(probs[0, 31, 0]) + 1 / 6)  # weakly better in one coordinate, higher id
+    k = np.maximum(k, 1)
+    cand = skyband(probs, k, seen=seen, work_elems=5000)
+    ref = brute_skyband(probs, k, seen)
+    for s in range(len(k)):
+        np.testing.assert_array_equal(cand.values[cand.indptr[s]:cand.indptr[s + 1]], ref[s])
+    assert cand.lengths().sum() < sum(60 - np.diff(seen[0]))  # something was pruned
+    sp = get_space("constrained")
+    W = np.vstack([sp.grid(6), sp.to_w(rng.normal(size=(300, 3))), sp.to_w(rng.random((50, 3)) * [1, 0, 1])])
+    full = Ranker(probs, k, seen=seen).topk(W)
+    pruned = Ranker(probs, k, candidates=cand, chunk_elems=300).topk(W)
+    np.testing.assert_array_equal(pruned.indptr, full.indptr)
+    np.testing.assert_array_equal(pruned.ids, full.ids)
+    with pytest.raises(ValueError):
+        Ranker(probs, k, candidates=cand).topk(np.array([[0.5, 0.0, 0.0, 0.5]]))  # positive w_neg: not exact
+
+
+def test_skyband_continuous_probs_float32():
+    from estimation.pruning import skyband
+    from estimation.search_space import get_space
+    rng = np.random.default_rng(6)
+    S, V = 6, 120
+    probs = rng.random((S, V, 4)).astype(np.float32)
+    k = rng.integers(3, 12, size=S)
+    cand = skyband(probs, k)
+    none = (np.zeros(S + 1, dtype=np.int64), np.zeros(0, dtype=np.int64))
+    ref = brute_skyband(probs, k, none)
+    for s in range(S):
+        np.testing.assert_array_equal(cand.values[cand.indptr[s]:cand.indptr[s + 1]], ref[s])
+    W = get_space("constrained").to_w(rng.normal(size=(200, 3)))
+    np.testing.assert_array_equal(Ranker(probs, k, candidates=cand).topk(W).ids, Ranker(probs, k).topk(W).ids)
