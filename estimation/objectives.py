@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from estimation.ranking import RankedChunk, Ranker
+from estimation.ranking import RankedChunk, Ranker, torch_threads
 
 
 def _csr(observed, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -59,7 +59,8 @@ class Objective:
         ok = np.isfinite(W).all(1)
         if ok.any():
             for ch in self.ranker.chunks(W[ok]):
-                loss = self._chunk_loss(ch).numpy()            # [B_ok, cs]
+                with torch_threads(self.ranker.threads):
+                    loss = self._chunk_loss(ch).numpy()        # [B_ok, cs]
                 out[np.ix_(ok, ch.rows)] = loss
         out[:, ~self.used] = np.nan
         return out

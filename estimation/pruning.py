@@ -11,8 +11,10 @@ by >= K candidates is never in the top K, so dropping it leaves every top-K set 
 
 BEATS is a strict partial order, so (listing a video's beaters in score order) a video beaten by >= K
 candidates is beaten by >= K members of the skyband. Hence counting beaters only among any superset of the
-skyband decides exactly. Two vectorized passes per chunk of sessions: (1) count beaters among pivots (the top K
-under a few weight vectors), which removes most videos; (2) count beaters among the survivors pairwise.
+skyband decides exactly. Vectorized passes per chunk of sessions: (0) a video strictly below the componentwise
+minimum of the top K under some weight is beaten by those K (O(V) per weight); (1) count beaters among pivots
+(the top K under a few weight vectors), which removes most of the rest; (2) count beaters among the survivors
+pairwise.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from estimation.ranking import P_SCALE, _csr
+from estimation.ranking import P_SCALE, _csr, torch_threads
 from estimation.search_space import simplex_grid
 
 SIGNS = (1, 1, 1, -1)
@@ -48,49 +50,54 @@ def _benefit(p: np.ndarray) -> torch.Tensor:
 
 
 def _beats(bu: torch.Tensor, iu: torch.Tensor, bv: torch.Tensor, iv: torch.Tensor) -> torch.Tensor:
-    """bool [cs, nv, nu]: u beats v. bu [cs, nu, 4], iu [cs, nu] ids; bv [cs, nv, 4], iv [cs, nv]."""
-    ge = None
-    gt = None
+    """bool [cs, nv, nu]: u beats v. bu [cs, 4, nu] (coordinate-major), iu [cs, nu] ids; bv [cs, 4, nv], iv."""
+    ge = gt = None
     for j in range(4):
-        a, b = bu[:, None, :, j], bv[:, :, None, j]
-        ge = (a >= b) if ge is None else ge & (a >= b)
-        gt = (a > b) if gt is None else gt & (a > b)
-    return ge & ((iu[:, None, :] < iv[:, :, None]) | gt)
+        a, b = bu[:, j, None, :], bv[:, j, :, None]
+        ge = (a >= b) if ge is None else ge.logical_and_(a >= b)
+        gt = (a > b) if gt is None else gt.logical_and_(a > b)
+    return ge.logical_and_(gt.logical_or_(iu[:, None, :] < iv[:, :, None]))
 
 
 def _count_beaters(bu, iu, bv, iv, budget: int) -> torch.Tensor:
     """int64 [cs, nv]: number of u beating each v, computed in slices of v to stay within `budget` elements."""
-    cs, nv = bv.shape[:2]
-    nu = bu.shape[1]
+    cs, _, nv = bv.shape
+    nu = bu.shape[2]
     step = max(1, budget // max(cs * nu, 1))
     out = torch.empty((cs, nv), dtype=torch.int64)
     for s in range(0, nv, step):
-        out[:, s : s + step] = _beats(bu, iu, bv[:, s : s + step], iv[:, s : s + step]).sum(-1)
+        out[:, s : s + step] = _beats(bu, iu, bv[:, :, s : s + step], iv[:, s : s + step]).sum(-1)
     return out
 
 
-def _gather_rows(mask: torch.Tensor, b: torch.Tensor):
-    """Pack the True slots of each row (ascending position) into [cs, n_max] ids and [cs, n_max, 4] benefits,
-    padding with id V (largest) and the sentinel."""
-    cs, V = mask.shape
+def _gather_rows(mask: torch.Tensor, ids_in: torch.Tensor, b: torch.Tensor):
+    """Pack the True slots of each row (in order) into ids [cs, n_max] and benefits [cs, 4, n_max], padding
+    with id V_big (larger than any id) and the sentinel. ids_in [cs, n], b [cs, 4, n]."""
+    cs = mask.shape[0]
     n = mask.sum(1)
     n_max = max(int(n.max()) if cs else 0, 1)
-    ids = torch.full((cs, n_max), V, dtype=torch.int64)
+    ids = torch.full((cs, n_max), 2**62, dtype=torch.int64)
     r, c = mask.nonzero(as_tuple=True)
-    slot = mask.cumsum(1) - 1
-    ids[r, slot[r, c]] = c
-    bb = torch.full((cs, n_max, 4), _SENTINEL, dtype=torch.int32)
-    bb[r, slot[r, c]] = b[r, c]
+    slot = (mask.cumsum(1) - 1)[r, c]
+    ids[r, slot] = ids_in[r, c]
+    bb = torch.full((cs, 4, n_max), _SENTINEL, dtype=torch.int32)
+    bb.permute(0, 2, 1)[r, slot] = b.permute(0, 2, 1)[r, c]
     return ids, bb, n
 
 
-def skyband(probs, k, seen=None, pivot_resolution: int = 2, work_elems: int = 1 << 24,
-            chunk_sessions: int | None = None) -> Candidates:
+def skyband(probs, k, seen=None, pivot_resolution: int = 2, work_elems: int = 1 << 22,
+            chunk_sessions: int | None = None, threads: int | None = 1) -> Candidates:
     """K-skyband per session (K = k[s]) among the candidates (all videos minus `seen`), as a `Candidates` CSR.
 
     probs [S, V, 4] (array or memmap), k [S], seen: optional CSR of excluded ids. Pivots: the top K under
     the simplex lattice of `pivot_resolution` (benefit weights). `work_elems` bounds the comparison tensors.
+    Runs with `threads` torch threads (default 1: see ranking.torch_threads).
     """
+    with torch_threads(threads):
+        return _skyband(probs, k, seen, pivot_resolution, work_elems, chunk_sessions)
+
+
+def _skyband(probs, k, seen, pivot_resolution, work_elems, chunk_sessions) -> Candidates:
     S, V, _ = probs.shape
     k = np.asarray(k, dtype=np.int64)
     s_ptr = s_ids = None
@@ -102,33 +109,46 @@ def skyband(probs, k, seen=None, pivot_resolution: int = 2, work_elems: int = 1 
     cs = chunk_sessions or max(1, work_elems // max(V * max(len(Wp) * min(kmax, V), 1), 1))
     for s0 in range(0, S, cs):
         rows = np.arange(s0, min(S, s0 + cs))
-        b = _benefit(np.asarray(probs[rows]))                             # [cs, V, 4]
         n = len(rows)
+        b = _benefit(np.asarray(probs[rows]))                             # [cs, V, 4]
         allowed = torch.ones((n, V), dtype=torch.bool)
         if s_ptr is not None:
             for r, s in enumerate(rows):
                 allowed[r, torch.from_numpy(s_ids[s_ptr[s]:s_ptr[s + 1]])] = False
         b[~allowed] = _SENTINEL
         kr = torch.from_numpy(k[rows])
-        # pass 1: pivots = top-K under each lattice weight (scores need not be exact to choose pivots)
         kc = int(min(kr.max(), V)) if n else 0
+        if kc == 0:
+            for s in rows:
+                out_lists[s] = np.zeros(0, np.int64)
+            continue
+        # pivots: top K under each lattice weight (scores need not be exact to choose pivots)
+        sc = torch.einsum("svj,gj->sgv", b.to(torch.float64), Wp)           # [cs, G, V]
+        top = torch.topk(sc, kc, dim=2).indices                            # [cs, G, kc]
+        in_top = torch.arange(kc)[None, None, :] < kr[:, None, None]       # rank < K of the session
+        # pass 0: a video strictly below, in all coordinates, the componentwise minimum of some top-K set is
+        # beaten by those K videos (sentinels in a top-K set make the minimum the sentinel: no pruning)
+        tb = torch.gather(b[:, None].expand(n, len(Wp), V, 4), 2, top[..., None].expand(-1, -1, -1, 4))
+        tb = torch.where(in_top[..., None], tb, torch.full_like(tb, 2**30))
+        corner = tb.min(2).values                                          # [cs, G, 4]
+        below = (b[:, None, :, :] < corner[:, :, None, :]).all(-1).any(1)  # [cs, V]
+        cand0 = allowed & ~below
+        # pass 1: beaters among the pivots
         pivot = torch.zeros((n, V), dtype=torch.bool)
-        if kc > 0:
-            sc = torch.einsum("svj,gj->sgv", b.to(torch.float64), Wp)       # [cs, G, V]
-            top = torch.topk(sc, kc, dim=2).indices                        # [cs, G, kc]
-            rank_ok = torch.arange(kc)[None, None, :] < kr[:, None, None]
-            rr = torch.arange(n)[:, None, None].expand_as(top)
-            pivot[rr[rank_ok.expand_as(top)], top[rank_ok.expand_as(top)]] = True
+        rr = torch.arange(n)[:, None, None].expand_as(top)
+        sel = in_top.expand_as(top)
+        pivot[rr[sel], top[sel]] = True
         pivot &= allowed
-        pid, pb, _ = _gather_rows(pivot, b)
         vid = torch.arange(V).expand(n, V)
-        cnt1 = _count_beaters(pb, pid, b, vid, work_elems)
-        survive = allowed & (cnt1 < kr[:, None])
+        bT = b.permute(0, 2, 1).contiguous()                               # [cs, 4, V]
+        pid, pb, _ = _gather_rows(pivot, vid, bT)
+        cid, cb, _ = _gather_rows(cand0, vid, bT)
+        cnt1 = _count_beaters(pb, pid, cb, cid, work_elems)
+        survive = (cid < V) & (cnt1 < kr[:, None])
         # pass 2: exact counts among the survivors (a superset of the skyband)
-        sid, sb, ns = _gather_rows(survive, b)
+        sid, sb, ns = _gather_rows(survive, cid, cb)
         cnt2 = _count_beaters(sb, sid, sb, sid, work_elems)
-        slot_ok = torch.arange(sid.shape[1])[None, :] < ns[:, None]
-        keep = slot_ok & (cnt2 < kr[:, None])
+        keep = (sid < V) & (cnt2 < kr[:, None])
         for r, s in enumerate(rows):
             out_lists[s] = sid[r][keep[r]].numpy()
     lens = np.array([len(x) for x in out_lists], dtype=np.int64)

@@ -10,12 +10,13 @@ Tie-breaking (documented contract): the top-K of a session is the first K videos
 padding get score -inf and are never returned; K_eff = min(K, number of candidates). The returned lists follow
 that same order (rank order).
 
-Sessions are processed in chunks (sorted by K so that a chunk's top-k width fits its sessions), which bounds
+Sessions are processed in chunks of similar K and candidate count (little padding), which bounds
 memory: about `chunk_elems` candidate slots per chunk and `batch_elems` scores at a time. `probs` may be a numpy
 memmap; chunks are read on demand, or kept prepared (float64) in memory when they all fit `cache_bytes`.
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -56,6 +57,21 @@ class _Chunk:
     data: torch.Tensor | None     # cached float64 [4, cs * width]
 
 
+@contextlib.contextmanager
+def torch_threads(n: int | None):
+    """Run a block with n torch threads (None: unchanged). On a small shared machine one thread is often far
+    faster: oversubscribed OpenMP threads spin-wait (measured 20-40x slowdowns of small ops)."""
+    if n is None:
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
 def _csr(pair, n: int) -> tuple[np.ndarray, np.ndarray]:
     indptr, values = (pair.indptr, pair.values) if hasattr(pair, "indptr") else pair
     indptr, values = np.asarray(indptr, dtype=np.int64), np.asarray(values, dtype=np.int64)
@@ -71,10 +87,13 @@ class Ranker:
     seen: optional CSR (indptr [S+1], video ids) of videos excluded per session (or an object with
     .indptr/.values). candidates: optional CSR of the only videos to consider per session, each row sorted
     ascending (e.g. from `pruning.skyband`); already excludes seen videos, so `seen` is then ignored.
+    threads: torch threads while ranking (default 1, see `torch_threads`; None leaves torch's setting).
     """
 
     def __init__(self, probs, k, seen=None, candidates=None, chunk_elems: int = 1 << 18,
-                 batch_elems: int = 1 << 22, cache_bytes: int = 1 << 30, check_finite: bool = True):
+                 batch_elems: int = 1 << 22, cache_bytes: int = 1 << 30, check_finite: bool = True,
+                 threads: int | None = 1, min_elems: int = 1 << 15):
+        self.threads = threads
         if probs.ndim != 3 or probs.shape[2] != 4:
             raise ValueError(f"probs must be [S, V, 4], got shape {probs.shape}")
         self.probs = probs
@@ -104,13 +123,19 @@ class Ranker:
         self.candidates = None if c_ptr is None else (c_ptr, c_ids)
         # pruned candidates (pruning.Candidates) are exact only for weights with their sign pattern
         self.signs = getattr(candidates, "signs", None)
-        # chunks: sessions sorted by K_eff then width, grouped so that cs * width <= chunk_elems
-        order = np.lexsort((width_of, self.k_eff))
+        # chunks: sessions sorted by (K_eff bucket, width); a chunk is cut where the bucket changes, the width
+        # grows by half (padding waste) once the chunk has min_elems slots, or cs * width would exceed chunk_elems
+        bucket = np.floor(np.log(np.maximum(self.k_eff, 1)) / np.log(1.25)).astype(np.int64)
+        order = np.lexsort((width_of, bucket))
         self._chunks: list[_Chunk] = []
         i = 0
         while i < S:
             j, w = i, 0
-            while j < S and (j == i or max(w, width_of[order[j]]) * (j - i + 1) <= chunk_elems):
+            w0 = int(width_of[order[i]])
+            while j < S and (j == i or (
+                    (w * (j - i) < min_elems or (bucket[order[j]] == bucket[order[i]]
+                                                 and width_of[order[j]] <= 1.5 * w0 + 16))
+                    and max(w, width_of[order[j]]) * (j - i + 1) <= chunk_elems)):
                 w = max(w, int(width_of[order[j]]))
                 j += 1
             rows = np.sort(order[i:j])  # sorted rows: sequential reads from a memmap
@@ -165,7 +190,9 @@ class Ranker:
                 raise ValueError(f"these candidates were pruned for weights with signs {self.signs}; got {W}")
         for ci, c in enumerate(self._chunks):
             data = c.data if c.data is not None else self._load(c)
-            yield RankedChunk(ci, c.rows, *_rank_chunk(data, c, Wq, self.batch_elems))
+            with torch_threads(self.threads):
+                ranked = _rank_chunk(data, c, Wq, self.batch_elems)
+            yield RankedChunk(ci, c.rows, *ranked)
 
     def topk(self, W) -> TopK:
         """All sessions' top-K lists in flat form (session order 0..S-1)."""
