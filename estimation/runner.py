@@ -1,0 +1,356 @@
+"""The main job: data -> GNN (reused or trained) -> head predictions -> estimation per (objective, optimizer).
+
+`experiments/run_estimation.py` is a thin CLI over `run(EstimationConfig)`. One MLflow parent run per
+invocation in the experiment 'head-weight-estimation'; a child run per (objective, optimizer) logs every
+evaluation as a step (loss, w_complete, w_long, w_rewatch, w_neg), its final weights and a loss-curve figure;
+the parent holds the results table and a side-by-side figure. On a planted world, w* and the L1 recovery error
+are logged as well (the truth is read only here, after estimation, never by the estimator).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from datamodules.schema import HEADS, WEIGHT_KEYS
+
+log = logging.getLogger("run_estimation")
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+OBJECTIVES = ("cat_ce", "cat_ce_smooth", "cat_ce_l2", "cat_ce_l3", "emb_l2")
+OPTIMIZERS = ("nelder-mead", "grid", "cmaes")
+SPACES = ("constrained", "reference")
+
+
+class UsageError(Exception):
+    """Bad command-line input: printed as one line, exit status 2."""
+
+
+@dataclass
+class EstimationConfig:
+    data_dir: str | None = None        # KuaiRec 2.0 folder; None: the embedded planted world
+    world_size: str = "small"          # embedded world size (tiny, small, kuairec)
+    world_seed: int = 0                # embedded world seed
+    matrix: str = "big"                # interaction matrix to use (big or small)
+    gnn_run_id: str | None = None      # MLflow run of the GNN to use; default: newest finished run for this dataset
+    checkpoint: str = "best"           # which checkpoint of that run: best or last
+    retrain: bool = False              # train a new GNN even if one exists for this dataset
+    epochs: int = 12                   # GNN epochs when training is needed
+    objectives: str = "cat_ce,emb_l2"  # comma list from OBJECTIVES
+    optimizers: str = "nelder-mead"    # comma list from OPTIMIZERS
+    space: str = "constrained"         # constrained (+,+,+,- on sum|w|=1) or reference (the notebook's per objective)
+    max_evals: int = 300               # evaluation budget per (objective, optimizer)
+    grid_resolution: int = 20          # lattice resolution of the grid optimizer
+    min_sess_len: int = 5              # valid test sessions have at least this many interactions
+    exclude_seen: bool = True          # candidates exclude videos the user watched before the session
+    precision: str = "fp32"            # head prediction precision: fp32 or bf16
+    seed: int = 0                      # seed for stochastic optimizers
+    root: str = str(PROJECT_ROOT)      # project root holding mlruns/ and data/
+    run_name: str | None = None
+
+    def names(self, field_name: str, allowed: tuple[str, ...]) -> list[str]:
+        items = [s.strip() for s in str(getattr(self, field_name)).split(",") if s.strip()]
+        bad = [s for s in items if s not in allowed]
+        if bad or not items:
+            raise UsageError(f"--{field_name.replace('_', '-')}: unknown value {bad[0] if bad else '(empty)'!r}; "
+                             f"choose from {', '.join(allowed)}")
+        return items
+
+
+@dataclass
+class PairResult:
+    objective: str
+    optimizer: str
+    w: np.ndarray
+    loss: float
+    n_evals: int
+    seconds: float
+    run_id: str
+    losses: np.ndarray = field(repr=False)
+    l1_error: float | None = None
+
+
+# ------------------------------------------------------------------------------------------------ stages
+def resolve_data(config: EstimationConfig) -> Path:
+    from datamodules.raw import resolve_data_dir
+
+    if config.data_dir:
+        return Path(resolve_data_dir(config.data_dir))
+    from datamodules.world import ensure_world
+
+    return Path(ensure_world(config.world_size, config.world_seed, root=Path(config.root) / "data" / "worlds"))
+
+
+def find_gnn_run(client, dataset_id: str, run_id: str | None, tracking_uri: str) -> str | None:
+    """The GNN run to use: the named one (checked), else the newest finished one trained on this dataset."""
+    if run_id:
+        try:
+            run = client.get_run(run_id)
+        except Exception:
+            raise UsageError(f"--gnn-run-id {run_id}: no such run in {tracking_uri}; list training runs with "
+                             f"`mlflow runs list --experiment-id <id>` or omit the option") from None
+        if run.data.tags.get("stage") != "gnn-training":
+            raise UsageError(f"--gnn-run-id {run_id} is not a GNN training run (experiment 'gnn-training')")
+        return run_id
+    exp = client.get_experiment_by_name("gnn-training")
+    if exp is None:
+        return None
+    runs = client.search_runs([exp.experiment_id], filter_string=f"tags.dataset_id = '{dataset_id}' and "
+                              "attributes.status = 'FINISHED'", order_by=["attributes.start_time DESC"],
+                              max_results=1)
+    return runs[0].info.run_id if runs else None
+
+
+def train_gnn(config: EstimationConfig, dataset, data_dir: Path) -> str:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("train_gnn", PROJECT_ROOT / "experiments" / "train_gnn.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["train_gnn"] = mod
+    spec.loader.exec_module(mod)
+    TrainConfig, train = mod.TrainConfig, mod.train
+
+    log.info("no finished GNN run for dataset %s: training one (%d epochs)", dataset.dataset_id, config.epochs)
+    return train(TrainConfig(data_dir=str(data_dir), matrix=config.matrix, epochs=config.epochs, seed=config.seed,
+                             root=config.root), dataset=dataset, data_dir=str(data_dir))
+
+
+def build_objectives(names, ranker, observed, dataset, video_emb):
+    from estimation.objectives import CategoryCrossEntropy, EmbeddingL2
+
+    items = dataset.item_features
+    made = {}
+    for name in names:
+        if name == "cat_ce":
+            made[name] = CategoryCrossEntropy(ranker, observed, items["i_cat_level1_id"].to_numpy(), name=name)
+        elif name == "cat_ce_smooth":
+            made[name] = CategoryCrossEntropy(ranker, observed, items["i_cat_level1_id"].to_numpy(),
+                                              smoothing="dirichlet", name=name)
+        elif name == "cat_ce_l2":
+            made[name] = CategoryCrossEntropy(ranker, observed, items["i_cat_level2_id"].to_numpy(), name=name)
+        elif name == "cat_ce_l3":
+            made[name] = CategoryCrossEntropy(ranker, observed, items["i_cat_level3_id"].to_numpy(), name=name)
+        elif name == "emb_l2":
+            made[name] = EmbeddingL2(ranker, observed, video_emb, name=name)
+    return made
+
+
+def space_for(config: EstimationConfig, objective: str):
+    from estimation.search_space import get_space
+
+    if config.space == "reference":
+        return get_space("reference-emb" if objective == "emb_l2" else "reference-ce")
+    return get_space(config.space)
+
+
+def optimizer_options(config: EstimationConfig, method: str) -> dict:
+    opts = {"max_evals": config.max_evals}
+    if method == "grid":
+        opts["resolution"] = config.grid_resolution
+    if method == "cmaes":
+        opts["seed"] = config.seed
+    return opts
+
+
+# ------------------------------------------------------------------------------------------------ the job
+def run(config: EstimationConfig) -> dict:
+    """Run the whole job; returns a summary dict (parent run id, per-pair results, truth if planted)."""
+    import mlflow
+
+    from datamodules.dataset import load_dataset, prepare_dataset
+    from datamodules.world import load_truth
+    from estimation import plots
+    from estimation.candidates import observed_videos, seen_before
+    from estimation.heads import heads_cache_key, predict_session_heads, video_embeddings
+    from estimation.optimizers import optimize
+    from estimation.ranking import Ranker
+    from estimation.tracking import StepLogger, log_final, log_params, setup_mlflow, start_child_run
+    from lightning_modules.checkpoints import check_compatible, checkpoint_artifact, load_checkpoint_file
+
+    objective_names = config.names("objectives", OBJECTIVES)
+    optimizer_names = config.names("optimizers", OPTIMIZERS)
+    if config.space not in SPACES:
+        raise UsageError(f"--space: unknown value {config.space!r}; choose from {', '.join(SPACES)}")
+    if config.precision not in ("fp32", "bf16"):
+        raise UsageError(f"--precision: unknown value {config.precision!r}; choose fp32 or bf16")
+    if config.checkpoint not in ("best", "last"):
+        raise UsageError(f"--checkpoint: unknown value {config.checkpoint!r}; choose best or last")
+    t_start = time.time()
+    timings: dict[str, float] = {}
+
+    if config.data_dir:  # fail fast on a bad folder, before any slow setup
+        resolve_data(config)
+    uri = setup_mlflow(config.root)
+    client = mlflow.MlflowClient(uri)
+    if config.gnn_run_id:  # fail fast, before any data work
+        find_gnn_run(client, "", config.gnn_run_id, uri)
+
+    t = time.time()
+    data_dir = resolve_data(config)
+    processed = prepare_dataset(data_dir, matrix=config.matrix, cache_root=Path(config.root) / "data" / "processed")
+    dataset = load_dataset(processed)
+    timings["data_s"] = time.time() - t
+    log.info("dataset %s: %d interactions, %d sessions", dataset.dataset_id, len(dataset.interactions),
+             len(dataset.sessions))
+
+    t = time.time()
+    gnn_run = find_gnn_run(client, dataset.dataset_id, config.gnn_run_id, uri)
+    trained = gnn_run is None or config.retrain
+    if trained:
+        gnn_run = train_gnn(config, dataset, data_dir)
+    ckpt_path = checkpoint_artifact(gnn_run, config.checkpoint, tracking_uri=uri)
+    model = load_checkpoint_file(ckpt_path)
+    check_compatible(model, dataset)
+    timings["gnn_s"] = time.time() - t
+
+    sessions = dataset.valid_test_sessions(config.min_sess_len)
+    keys = sessions.index.to_numpy().astype(np.int64)
+    if len(keys) == 0:
+        raise UsageError(f"no valid test sessions (test split, length >= {config.min_sess_len}) in {data_dir}")
+    t = time.time()
+    import torch
+
+    dtype = torch.bfloat16 if config.precision == "bf16" else torch.float32
+    key = heads_cache_key(ckpt_path, dataset.dataset_id, keys, config.precision)
+    heads = predict_session_heads(model, dataset, keys, cache_dir=Path(config.root) / "data" / "cache" / "heads",
+                                  cache_key=key, dtype=dtype)
+    video_emb = video_embeddings(model)
+    timings["heads_s"] = time.time() - t
+
+    observed = observed_videos(dataset.interactions, keys)
+    seen = seen_before(dataset.interactions, dataset.sessions, keys) if config.exclude_seen else None
+    ranker = Ranker(heads.probs, heads.k, seen=seen)
+    objectives = build_objectives(objective_names, ranker, observed, dataset, video_emb)
+    truth = load_truth(data_dir)
+    w_star = np.asarray(truth["w_star"], dtype=np.float64) if truth else None
+
+    parent = client.create_run(client.get_experiment_by_name("head-weight-estimation").experiment_id,
+                               run_name=config.run_name, tags={"dataset_id": dataset.dataset_id,
+                                                               "gnn_run_id": gnn_run, "data_dir": str(data_dir),
+                                                               "planted": str(truth is not None)})
+    parent_id = parent.info.run_id
+    results: list[PairResult] = []
+    status = "FAILED"
+    try:
+        log_params(parent_id, {"config": dataclasses.asdict(config), "dataset_id": dataset.dataset_id,
+                               "gnn_run_id": gnn_run, "gnn_trained_now": trained,
+                               "n_sessions": int(len(keys)), "n_videos": int(dataset.n_videos)}, client)
+        _log_data_quality(client, parent_id, dataset)
+        if w_star is not None:
+            _log_weights(client, parent_id, "w_star_", w_star)
+        for obj_name, objective in objectives.items():
+            for method in optimizer_names:
+                results.append(_estimate_pair(client, parent_id, obj_name, objective, method, config, w_star,
+                                              optimize, start_child_run, StepLogger, log_final, plots))
+        _log_parent_summary(client, parent_id, results, w_star, plots)
+        timings["total_s"] = time.time() - t_start
+        for k, v in timings.items():
+            client.log_metric(parent_id, f"time_{k}", v)
+        status = "FINISHED"
+    finally:
+        client.set_terminated(parent_id, status=status)
+    return {"parent_run_id": parent_id, "gnn_run_id": gnn_run, "results": results, "w_star": w_star,
+            "tracking_uri": uri, "dataset_id": dataset.dataset_id, "timings": timings,
+            "n_sessions": int(len(keys))}
+
+
+def _log_weights(client, run_id: str, prefix: str, w) -> None:
+    for k, v in zip(WEIGHT_KEYS, np.asarray(w, dtype=np.float64)):
+        client.log_metric(run_id, prefix + k, float(v))
+
+
+def _log_data_quality(client, run_id: str, dataset) -> None:
+    """Every repair the reader and the dataset builder made, as metrics of the run that used the data."""
+    from mlflow.entities import Metric
+
+    repairs = dataset.manifest.get("repairs", {}) or {}
+    ts = int(time.time() * 1000)
+    metrics = [Metric(f"dq.{k}".replace(":", "_"), float(v), ts, 0) for k, v in repairs.items()
+               if isinstance(v, (int, float))]
+    for i in range(0, len(metrics), 1000):
+        client.log_batch(run_id, metrics=metrics[i:i + 1000])
+
+
+def _estimate_pair(client, parent_id, obj_name, objective, method, config, w_star, optimize, start_child_run,
+                   StepLogger, log_final, plots) -> PairResult:
+    space = space_for(config, obj_name)
+    child = start_child_run(parent_id, f"{obj_name}/{method}", tags={"objective": obj_name, "optimizer": method,
+                                                                     "space": space.name}, client=client)
+    status = "FAILED"
+    try:
+        client.log_param(child, "objective", obj_name)
+        client.log_param(child, "optimizer", method)
+        client.log_param(child, "space", space.name)
+        t = time.time()
+        with StepLogger(child, client) as step_log:
+            res = optimize(method, objective, space, None, step_log, **optimizer_options(config, method))
+        seconds = time.time() - t
+        log_final(child, res.w, res.loss, res.n_evals, client)
+        client.log_metric(child, "seconds", seconds)
+        l1 = None
+        if w_star is not None and np.isfinite(res.w).all():
+            l1 = float(np.abs(res.w - w_star).sum())
+            client.log_metric(child, "l1_error", l1)
+            _log_weights(client, child, "w_star_", w_star)
+        losses = np.asarray(res.history.loss, dtype=np.float64)
+        with tempfile.TemporaryDirectory() as tmp:
+            plots.loss_curve(losses, title=f"{obj_name} / {method}", path=Path(tmp) / "loss_curve.png")
+            client.log_artifact(child, str(Path(tmp) / "loss_curve.png"), "figures")
+        status = "FINISHED"
+        return PairResult(obj_name, method, np.asarray(res.w), float(res.loss), int(res.n_evals), seconds, child,
+                          losses, l1)
+    finally:
+        client.set_terminated(child, status=status)
+
+
+def _log_parent_summary(client, parent_id, results: list[PairResult], w_star, plots) -> None:
+    rows = []
+    for r in results:
+        row = {"objective": r.objective, "optimizer": r.optimizer, "loss": r.loss, "n_evals": r.n_evals,
+               "seconds": round(r.seconds, 2), "run_id": r.run_id,
+               **{k: float(v) for k, v in zip(WEIGHT_KEYS, r.w)}}
+        if w_star is not None:
+            row["l1_error"] = r.l1_error
+        rows.append(row)
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "results.json").write_text(json.dumps(rows, indent=2))
+        import pandas as pd
+
+        pd.DataFrame(rows).to_csv(Path(tmp) / "results.csv", index=False)
+        plots.runs_overlay({f"{r.objective}/{r.optimizer}": r.losses for r in results},
+                           path=Path(tmp) / "objectives_side_by_side.png",
+                           title="loss per evaluation, by objective and optimizer")
+        client.log_artifact(parent_id, str(Path(tmp) / "results.json"))
+        client.log_artifact(parent_id, str(Path(tmp) / "results.csv"))
+        client.log_artifact(parent_id, str(Path(tmp) / "objectives_side_by_side.png"), "figures")
+    for r in results:
+        tag = f"{r.objective}.{r.optimizer}"
+        if math.isfinite(r.loss):
+            client.log_metric(parent_id, f"{tag}.loss", r.loss)
+        if r.l1_error is not None:
+            client.log_metric(parent_id, f"{tag}.l1_error", r.l1_error)
+
+
+def format_summary(summary: dict) -> str:
+    """The table printed at the end: objective, optimizer, weights, loss, recovery error."""
+    w_star = summary["w_star"]
+    head = f"{'objective':<14} {'optimizer':<12} " + " ".join(f"{'w_' + h:>10}" for h in HEADS) + \
+        f" {'loss':>12} {'evals':>6}" + (f" {'L1 err':>8}" if w_star is not None else "")
+    lines = [head, "-" * len(head)]
+    for r in summary["results"]:
+        line = f"{r.objective:<14} {r.optimizer:<12} " + " ".join(f"{v:>10.4f}" for v in r.w) + \
+            f" {r.loss:>12.5g} {r.n_evals:>6d}"
+        if w_star is not None:
+            line += f" {r.l1_error:>8.4f}" if r.l1_error is not None else f" {'-':>8}"
+        lines.append(line)
+    if w_star is not None:
+        lines.append(f"{'planted w*':<27} " + " ".join(f"{v:>10.4f}" for v in w_star))
+    return "\n".join(lines)

@@ -1,0 +1,100 @@
+"""End to end: the CLI on a tiny planted world, checked through MLflow's API; bad input gets one-line errors."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CLI = ROOT / "experiments" / "run_estimation.py"
+
+
+def _cli(*args, cwd=ROOT, timeout=600):
+    return subprocess.run([sys.executable, str(CLI), *map(str, args)], capture_output=True, text=True, cwd=cwd,
+                          timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def e2e(tmp_path_factory):
+    root = tmp_path_factory.mktemp("project")
+    proc = _cli("--root", root, "--world-size", "tiny", "--epochs", "2", "--max-evals", "40",
+                "--optimizers", "nelder-mead,grid", "--grid-resolution", "6")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return root, proc
+
+
+def test_cli_prints_summary_and_mlflow_command(e2e):
+    root, proc = e2e
+    out = proc.stdout
+    assert "cat_ce" in out and "emb_l2" in out and "planted w*" in out
+    assert f"mlflow ui --backend-store-uri sqlite:///{root.resolve()}/mlruns/mlflow.db" in out
+
+
+def test_runs_steps_weights_and_figures_are_in_mlflow(e2e):
+    root, _ = e2e
+    client = mlflow.MlflowClient(f"sqlite:///{root.resolve()}/mlruns/mlflow.db")
+    exp = client.get_experiment_by_name("head-weight-estimation")
+    runs = client.search_runs([exp.experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert sorted(r.data.tags["objective"] + "/" + r.data.tags["optimizer"] for r in children) == [
+        "cat_ce/grid", "cat_ce/nelder-mead", "emb_l2/grid", "emb_l2/nelder-mead"]
+    w_star = np.array([parents[0].data.metrics[f"w_star_w_{h}"] for h in ("complete", "long", "rewatch", "neg")])
+    assert np.isclose(np.abs(w_star).sum(), 1.0)
+    for child in children:
+        n = int(child.data.metrics["n_evals"])
+        assert 1 < n <= 40 + 64  # budget, plus at most one batch past it
+        hist = client.get_metric_history(child.info.run_id, "w_complete")
+        assert len(hist) == n and sorted(m.step for m in hist) == list(range(n))
+        w = np.array([child.data.metrics[f"final_w_{h}"] for h in ("complete", "long", "rewatch", "neg")])
+        assert np.isclose(np.abs(w).sum(), 1.0) and w[3] <= 0 <= w[:3].min()  # constrained space signs
+        losses = [m.value for m in client.get_metric_history(child.info.run_id, "loss")]
+        assert np.isclose(min(losses), child.data.metrics["final_loss"])
+        assert np.isclose(child.data.metrics["l1_error"], np.abs(w - w_star).sum())
+        arts = [a.path for a in client.list_artifacts(child.info.run_id, "figures")]
+        assert arts == ["figures/loss_curve.png"]
+    parent_arts = {a.path for a in client.list_artifacts(parents[0].info.run_id)}
+    assert {"results.csv", "results.json", "figures"} <= parent_arts
+    gnn = client.get_experiment_by_name("gnn-training")
+    assert len(client.search_runs([gnn.experiment_id])) == 1
+
+
+def test_second_invocation_reuses_the_gnn_run(e2e):
+    root, _ = e2e
+    proc = _cli("--root", root, "--world-size", "tiny", "--max-evals", "10", "--objectives", "cat_ce")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    client = mlflow.MlflowClient(f"sqlite:///{root.resolve()}/mlruns/mlflow.db")
+    gnn = client.get_experiment_by_name("gnn-training")
+    assert len(client.search_runs([gnn.experiment_id])) == 1
+
+
+def _one_line_error(proc, *needles):
+    assert proc.returncode == 2
+    err = proc.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), proc.stderr[-2000:]
+    for n in needles:
+        assert n in err[0]
+
+
+def test_missing_data_dir_is_a_one_line_error(tmp_path):
+    missing = tmp_path / "nowhere"
+    _one_line_error(_cli("--root", tmp_path, "--data-dir", missing), str(missing))
+
+
+def test_incomplete_data_dir_names_the_missing_file(tmp_path, tiny_world):
+    import shutil
+
+    broken = tmp_path / "KuaiRec 2.0" / "data"
+    shutil.copytree(tiny_world, broken)
+    (broken / "user_features.csv").unlink()
+    _one_line_error(_cli("--root", tmp_path, "--data-dir", broken), "user_features.csv")
+
+
+def test_unknown_gnn_run_id_is_a_one_line_error(tmp_path):
+    _one_line_error(_cli("--root", tmp_path, "--gnn-run-id", "0123456789abcdef0123456789abcdef"),
+                    "0123456789abcdef0123456789abcdef")
