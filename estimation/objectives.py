@@ -16,7 +16,8 @@ Sessions enter the mean when the user watched something and the session has at l
   p_c = (n_c + alpha * pi_c) / (K_eff + alpha): the list's counts n_c plus alpha pseudo-videos spread by a base
   distribution pi (the catalog's category shares by default, or uniform), i.e. a miss costs -log(alpha pi_c /
   (K + alpha)), finite and eps-free, and covered categories still matter.
-- `EmbeddingL2`: squared L2 distance between the mean embedding of the watched videos and of the top-K_eff.
+- `EmbeddingL2`: squared L2 distance between the mean embedding of the watched videos and of the top-K_eff
+  (embeddings rounded to a fixed-point grid so that sums are exact: ~1e-13 relative change).
 """
 from __future__ import annotations
 
@@ -174,6 +175,13 @@ class EmbeddingL2(Objective):
         emb = np.asarray(emb, dtype=np.float64)
         if emb.ndim != 2 or emb.shape[0] != ranker.n_videos:
             raise ValueError(f"emb must be [V={ranker.n_videos}, d], got {emb.shape}")
+        if not np.isfinite(emb).all():
+            raise ValueError("emb must be finite")
+        # fixed point: multiples of 2**-q small enough that any sum of up to max K rows is exact in float64,
+        # so the simulated mean does not depend on the order of a top-K list (nor on the batch)
+        top = max(float(np.abs(emb).max()), 1e-300) * max(int(ranker.k_eff.max(initial=1)), 1)
+        q = min(60, 52 - int(np.ceil(np.log2(top))) - 1)
+        emb = np.round(emb * 2.0**q) / 2.0**q
         self.emb = torch.from_numpy(np.vstack([emb, np.zeros((1, emb.shape[1]))]))  # row V: padding
         self.name = name
 

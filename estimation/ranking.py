@@ -7,8 +7,8 @@ scores are true ties.
 
 Tie-breaking (documented contract): the top-K of a session is the first K videos in the order
 (score descending, video id ascending): among equal scores the lower video id wins. Excluded (seen) videos and
-padding get score -inf and are never returned; K_eff = min(K, number of candidates). The returned lists follow
-that same order (rank order).
+padding get score -inf and are never returned; K_eff = min(K, number of candidates). `topk` returns the lists in
+that same order (rank order); `chunks` does so only when asked (objectives need the sets only).
 
 Sessions are processed in chunks of similar K and candidate count (little padding), which bounds
 memory: about `chunk_elems` candidate slots per chunk and `batch_elems` scores at a time. `probs` may be a numpy
@@ -30,7 +30,7 @@ class RankedChunk:
 
     index: int              # chunk number (stable across calls: objectives cache per-chunk data by it)
     rows: np.ndarray        # int64 [cs]: session positions (0..S-1) of this chunk
-    ids: torch.Tensor       # int64 [B, cs, kc]: video ids in rank order, -1 beyond each session's K_eff
+    ids: torch.Tensor       # int64 [B, cs, kc]: video ids (rank order if asked), -1 beyond each session's K_eff
     valid: torch.Tensor     # bool [cs, kc]: position j < K_eff of the session
     k_eff: torch.Tensor     # int64 [cs]
 
@@ -181,8 +181,9 @@ class Ranker:
         q = quantize_probs(p)
         return torch.from_numpy(np.ascontiguousarray(q.transpose(2, 0, 1).reshape(4, -1)))
 
-    def chunks(self, W) -> Iterator[RankedChunk]:
-        """Yield the top-K lists chunk by chunk for weights W [B, 4] (finite)."""
+    def chunks(self, W, ordered: bool = False) -> Iterator[RankedChunk]:
+        """Yield the top-K lists chunk by chunk for weights W [B, 4] (finite). The set of each list is exact;
+        ordered=True also puts it in rank order (two extra sorts), else its order is unspecified."""
         Wq = torch.from_numpy(quantize_weights(W))
         if self.signs is not None:
             ok = ((Wq * torch.tensor(self.signs, dtype=Wq.dtype)) >= 0).all(1) & (Wq.abs().sum(1) > 0)
@@ -191,7 +192,7 @@ class Ranker:
         for ci, c in enumerate(self._chunks):
             data = c.data if c.data is not None else self._load(c)
             with torch_threads(self.threads):
-                ranked = _rank_chunk(data, c, Wq, self.batch_elems)
+                ranked = _rank_chunk(data, c, Wq, self.batch_elems, ordered)
             yield RankedChunk(ci, c.rows, *ranked)
 
     def topk(self, W) -> TopK:
@@ -200,7 +201,7 @@ class Ranker:
         indptr = np.zeros(self.n_sessions + 1, dtype=np.int64)
         np.cumsum(self.k_eff, out=indptr[1:])
         out = np.full((len(W), indptr[-1]), -1, dtype=np.int64)
-        for ch in self.chunks(W):
+        for ch in self.chunks(W, ordered=True):
             ids = ch.ids.numpy()
             for r, s in enumerate(ch.rows):
                 ke = self.k_eff[s]
@@ -238,7 +239,7 @@ P_SCALE = float(2**24)
 W_SCALE = float(2**25)
 
 
-def _rank_chunk(data: torch.Tensor, c: _Chunk, Wq: torch.Tensor, max_elems: int):
+def _rank_chunk(data: torch.Tensor, c: _Chunk, Wq: torch.Tensor, max_elems: int, ordered: bool):
     cs, width, kc = len(c.rows), c.width, c.kc
     B = len(Wq)
     kw = max(kc, 1)
@@ -269,14 +270,14 @@ def _rank_chunk(data: torch.Tensor, c: _Chunk, Wq: torch.Tensor, max_elems: int)
             pos[rows, :kc] = _resolve_ties(s2[rows], t[rows], k_eff[rows], kc)
             vals[rows, :kc] = torch.gather(s2[rows], 1, pos[rows, :kc])
         pos, vals = pos[:, :kc], vals[:, :kc]
-        # rank order: score desc, then position (= video id order) asc; beyond K_eff: last
         vb = valid.repeat(nb, 1)
-        vals = torch.where(vb, vals, torch.full_like(vals, neg_inf))
-        p_sorted, o1 = torch.sort(torch.where(vb, pos, torch.full_like(pos, width)), dim=1)
-        _, o2 = torch.sort(torch.gather(vals, 1, o1), dim=1, descending=True, stable=True)
-        pos = torch.gather(p_sorted, 1, o2)
+        if ordered:  # rank order: score desc, then position (= video id order) asc; beyond K_eff: last
+            vals = torch.where(vb, vals, torch.full_like(vals, neg_inf))
+            p_sorted, o1 = torch.sort(torch.where(vb, pos, torch.full_like(pos, width)), dim=1)
+            _, o2 = torch.sort(torch.gather(vals, 1, o1), dim=1, descending=True, stable=True)
+            pos = torch.gather(p_sorted, 1, o2)
         pos = torch.where(vb, pos, torch.zeros_like(pos))
-        ids = pos if c.cand is None else torch.gather(c.cand.repeat(nb, 1), 1, pos)
+        ids = pos if c.cand is None else c.cand[torch.arange(cs).repeat(nb)[:, None], pos]
         ids_out[b0 : b0 + nb] = torch.where(vb, ids, torch.full_like(ids, -1)).view(nb, cs, kc)
     return ids_out, valid, c.k_eff
 
