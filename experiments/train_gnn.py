@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+import numpy as np  # noqa: E402
 import pytorch_lightning as pl  # noqa: E402
 import torch  # noqa: E402
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint  # noqa: E402
@@ -60,6 +61,8 @@ class TrainConfig:
     experiment: str = TRAINING_EXPERIMENT
     run_name: str | None = None
     world_size: str = "small"        # embedded world size when data_dir is None
+    predict_out: str | None = None   # also write best-checkpoint probabilities of every interaction (.npy, rows
+                                     # of the processed interactions), predicted sharded across the devices
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -129,6 +132,15 @@ def fit_and_log(config: TrainConfig, dataset: Any = None, data_dir: str | None =
         experiment_name=config.experiment, run_name=config.run_name, tracking_uri=tracking_uri(config.root),
         artifact_location=artifact_location(config.root),
         tags={"dataset_id": str(dataset.dataset_id), "data_dir": str(data_dir or ""), "stage": "gnn-training"})
+    writer = None
+    if config.predict_out:
+        from lightning_modules.prediction import EdgePredictionWriter
+
+        shard_dir = Path(config.predict_out).with_suffix(".shards")
+        if int(os.environ.get("LOCAL_RANK", "0")) == 0:
+            shutil.rmtree(shard_dir, ignore_errors=True)
+        writer = EdgePredictionWriter(shard_dir)
+        callbacks = [*callbacks, writer]
     best_cb = ModelCheckpoint(monitor="val/auc_mean", mode="max", save_top_k=1, save_last=True,
                               filename="best-{epoch:03d}", auto_insert_metric_name=False)
     stop_cb = EarlyStopping(monitor="val/auc_mean", mode="max", patience=config.patience, check_finite=False)
@@ -139,22 +151,33 @@ def fit_and_log(config: TrainConfig, dataset: Any = None, data_dir: str | None =
         enable_model_summary=False, log_every_n_steps=max(1, min(50, n_batches)), num_sanity_val_steps=0)
     logger.log_hyperparams({f"config/{k}": v for k, v in config.to_dict().items()})
     trainer.fit(model, datamodule=dm)
-    tested = trainer.test(model, datamodule=dm, ckpt_path="best" if best_cb.best_model_path else None,
+    # read these now: test/predict with ckpt_path restore the callback's state as it was in that checkpoint
+    best_path, last_path = best_cb.best_model_path, best_cb.last_model_path
+    best = None if best_cb.best_model_score is None else float(best_cb.best_model_score)
+    tested = trainer.test(model, datamodule=dm, ckpt_path=best_path or None,
                           verbose=False)
     test_metrics = {k: float(v) for k, v in (tested[0] if tested else {}).items()}
-    best = None if best_cb.best_model_score is None else float(best_cb.best_model_score)
+    if writer is not None:
+        trainer.predict(model, datamodule=dm, ckpt_path=best_path or None,
+                        return_predictions=False)
+        trainer.strategy.barrier()
+        if trainer.global_rank == 0:
+            from lightning_modules.prediction import merge_predictions
+
+            merged = merge_predictions(writer.out_dir, rows=dm.split_rows(dm.predict_split).numpy())
+            np.save(config.predict_out, merged)
+            shutil.rmtree(writer.out_dir, ignore_errors=True)
     if trainer.global_rank != 0:
         return TrainResult(None, model, test_metrics, best, dm)
     run_id = logger.run_id
     client = logger.experiment
-    ckpt_dir = Path(best_cb.best_model_path or best_cb.last_model_path).parent
+    ckpt_dir = Path(best_path or last_path).parent
     with tempfile.TemporaryDirectory() as tmp:
         stage = Path(tmp) / CHECKPOINT_ARTIFACT_DIR
         stage.mkdir()
-        for name, src in (("best", best_cb.best_model_path or best_cb.last_model_path),
-                          ("last", best_cb.last_model_path)):
+        for name, src in (("best", best_path or last_path), ("last", last_path)):
             shutil.copyfile(src, stage / f"{name}.ckpt")
-        info = {"best_source": Path(best_cb.best_model_path).name if best_cb.best_model_path else None,
+        info = {"best_source": Path(best_path).name if best_path else None,
                 "best_score": best,
                 "epochs_trained": int(trainer.current_epoch), "dataset_id": str(dataset.dataset_id),
                 "config": config.to_dict()}
