@@ -104,6 +104,8 @@ class Ranker:
             raise ValueError(f"k must be [S]={S} non-negative ints, got shape {k.shape}")
         if candidates is not None:
             c_ptr, c_ids = _csr(candidates, S)
+            if len(c_ids) and (c_ids.min() < 0 or c_ids.max() >= V):
+                raise ValueError("candidate video ids must lie in 0..V-1")
             n_cand = np.diff(c_ptr)
             width_of = n_cand
             seen = None
@@ -174,10 +176,11 @@ class Ranker:
 
     def _load(self, c: _Chunk) -> torch.Tensor:
         """float64 [4, cs * width] head-major copy of the chunk's candidate probabilities (quantized)."""
-        p = np.asarray(self.probs[c.rows])                        # [cs, V, 4]
-        if c.cand is not None:
+        if c.cand is None:
+            p = np.asarray(self.probs[c.rows])                    # [cs, V, 4]
+        else:  # row by row: only [cs, width, 4] in memory; pads (id -1 -> 0) are masked later
             idx = c.cand.clamp(min=0).numpy()
-            p = np.take_along_axis(p, idx[:, :, None], axis=1)    # [cs, width, 4]; pads masked later
+            p = np.stack([np.asarray(self.probs[s])[idx[r]] for r, s in enumerate(c.rows)])
         q = quantize_probs(p)
         return torch.from_numpy(np.ascontiguousarray(q.transpose(2, 0, 1).reshape(4, -1)))
 
