@@ -127,9 +127,13 @@ def grid(objective, space: Space, x0=None, log: LogFn | None = None, *, resoluti
     """Lattice of the space at `resolution` in batches of `batch`; then refine around the best point:
     refine="grid": x-lattices {-m..m}^3 * r/m around the best x (m = refine_points), r = 1/resolution halving
     each round; refine="nm": Nelder-Mead from the best point with a simplex of one grid step; refine=None: none.
+    With max_evals, the resolution is lowered until the lattice takes at most half the budget.
     x0 is ignored (the grid covers the space)."""
     ev = _Evaluator(objective, space, log, max_evals)
     G = space.grid(resolution)
+    while max_evals is not None and len(G) > max_evals // 2 and resolution > 1:
+        resolution -= 1  # a truncated lattice would be lopsided: coarsen it to half the budget instead
+        G = space.grid(resolution)
     try:
         for i in range(0, len(G), batch):
             ev.eval_w(G[i : i + batch])

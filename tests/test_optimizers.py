@@ -75,6 +75,12 @@ def test_planted_ranking_objective_recovered():
     assert nm.loss < at_start
 
 
+def test_grid_coarsens_to_fit_budget():
+    res = optimize("grid", plateau_objective, get_space("constrained"), resolution=20, max_evals=300)
+    assert res.n_evals <= 300 and res.info["resolution"] < 20 and res.info["n_grid"] <= 150
+    assert np.abs(res.w - W_STAR).sum() < 0.15
+
+
 def test_unknown_method():
     with pytest.raises(ValueError):
         optimize("sgd", plateau_objective, get_space("constrained"))
