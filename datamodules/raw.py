@@ -188,25 +188,55 @@ def read_matrix(path: Path, repairs: dict) -> pd.DataFrame:
     bad = date.notna() & ~((date >= 20000101) & (date <= 20991231) & (date == np.floor(date)))
     if bad.any():
         raise DataError(f"{path.name}: column date has values that are not YYYYMMDD, e.g. {_few(date[bad])}")
-    exact = df.duplicated(keep="first")
-    _bump(repairs, f"{stem}.exact_duplicates_dropped", exact.sum())
-    df = df[~exact.to_numpy()]
-    no_ts = df["timestamp"].isna().to_numpy()
-    _bump(repairs, f"{stem}.rows_without_timestamp_dropped", no_ts.sum())
-    df = df[~no_ts]
-    date = date[df.index].astype(np.int64)
+    # Order by (user_id, timestamp, video_id) with two stable integer sorts (np.lexsort is ~10x slower at 12.5M
+    # rows); rows without timestamp go last per user. Exact duplicates then sit in runs of equal
+    # (user, timestamp, video); only rows in such runs are compared on every column.
+    keys = ["user_id", "timestamp", "video_id", "play_duration", "video_duration", "watch_ratio", "date"]
+    arr = {c: df[c].to_numpy() for c in keys}
+    order = _interaction_order(arr["user_id"], arr["timestamp"], arr["video_id"])
+    u, t, v = arr["user_id"][order], arr["timestamp"][order], arr["video_id"][order]
+    run = (u[1:] == u[:-1]) & (v[1:] == v[:-1]) & ((t[1:] == t[:-1]) | (np.isnan(t[1:]) & np.isnan(t[:-1])))
+    in_run = np.zeros(len(order), bool)
+    in_run[1:] |= run
+    in_run[:-1] |= run
+    cand = order[in_run]
+    dup = pd.DataFrame({c: arr[c][cand] for c in keys}).duplicated(keep="first").to_numpy()
+    drop = np.zeros(len(order), bool)
+    drop[np.flatnonzero(in_run)[dup]] = True
+    keep = order[~drop]
+    _bump(repairs, f"{stem}.exact_duplicates_dropped", drop.sum())
+    has_ts = ~np.isnan(arr["timestamp"][keep])
+    _bump(repairs, f"{stem}.rows_without_timestamp_dropped", (~has_ts).sum())
+    keep = keep[has_ts]
+    out = pd.DataFrame({c: arr[c][keep] for c in INTERACTION_COLUMNS})
+    date = arr["date"][keep]
+    _bump(repairs, f"{stem}.rows_without_date_kept", np.isnan(date).sum())
     _bump(repairs, f"{stem}.date_label_differs_from_timestamp",
-          (date.to_numpy() != yyyymmdd_of_timestamp(df["timestamp"].to_numpy())).sum())
-    zero = df["video_duration"].to_numpy() == 0
+          (~np.isnan(date) & (date != yyyymmdd_of_timestamp(out["timestamp"].to_numpy()))).sum())
+    zero = out["video_duration"].to_numpy() == 0
     if zero.any():
         raise DataError(f"{path.name}: column video_duration is 0 in {int(zero.sum())} rows (video_ids "
-                        f"{_few(df.loc[zero, 'video_id'])}); watch_ratio is undefined there: drop those rows")
-    ratio = df["play_duration"].to_numpy() / df["video_duration"].to_numpy()
+                        f"{_few(out.loc[zero, 'video_id'])}); watch_ratio is undefined there: drop those rows")
+    ratio = out["play_duration"].to_numpy() / out["video_duration"].to_numpy()
     _bump(repairs, f"{stem}.watch_ratio_mismatch_kept",
-          (np.abs(ratio - df["watch_ratio"].to_numpy()) > 1e-6 * np.maximum(1.0, ratio)).sum())
-    _bump(repairs, f"{stem}.watch_ratio_gt5_kept", (df["watch_ratio"].to_numpy() > RATIO_OUTLIER).sum())
-    out = df[INTERACTION_COLUMNS].sort_values(["user_id", "timestamp", "video_id"], kind="stable")
-    return out.reset_index(drop=True)
+          (np.abs(ratio - out["watch_ratio"].to_numpy()) > 1e-6 * np.maximum(1.0, ratio)).sum())
+    _bump(repairs, f"{stem}.watch_ratio_gt5_kept", (out["watch_ratio"].to_numpy() > RATIO_OUTLIER).sum())
+    return out
+
+
+def _interaction_order(user, ts, video) -> np.ndarray:
+    """Row order by (user_id, timestamp, video_id), NaN timestamps last within a user."""
+    o1 = np.argsort(video, kind="stable")
+    ts_ms = np.where(np.isnan(ts), np.inf, np.round(ts * 1000))
+    finite = np.isfinite(ts_ms)
+    lo = ts_ms[finite].min() if finite.any() else 0.0
+    span = (ts_ms[finite].max() - lo + 2) if finite.any() else 2.0
+    if len(user) and user.max() < 2 ** 62 / span and user.min() >= 0:
+        rel = np.where(finite, ts_ms - lo, span - 1).astype(np.int64)
+        key = user.astype(np.int64) * np.int64(span) + rel
+        return o1[np.argsort(key[o1], kind="stable")]
+    o2 = o1[np.argsort(ts_ms[o1], kind="stable")]  # generic fallback: two more stable passes
+    return o2[np.argsort(user[o2], kind="stable")]
 
 
 def read_caption(path: Path, repairs: dict) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -29,6 +30,7 @@ from scipy.special import expit
 
 from datamodules import schema
 
+log = logging.getLogger(__name__)
 DEFAULT_W_STAR = (0.35, 0.25, 0.15, -0.25)
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DATA_SUBDIR = Path("KuaiRec 2.0") / "data"
@@ -430,6 +432,7 @@ def serve_big(rng, model: TrueHeadModel, cfg: dict, params: dict, small_users: n
     out = {k: [] for k in ("user_id", "video_id", "play_duration", "ts_ms", "hour", "session")}
     cols = np.arange(params["max_session_len"])
     for c0 in range(0, n_users, chunk):
+        log.info("serving users %d..%d of %d", c0, min(c0 + chunk, n_users), n_users)
         us = np.arange(c0, min(c0 + chunk, n_users))
         n = len(us)
         wgt = np.empty((n, 6, n_videos), np.float32)
@@ -448,7 +451,8 @@ def serve_big(rng, model: TrueHeadModel, cfg: dict, params: dict, small_users: n
                             + rng.exponential(40 * _MS_MIN, len(act))).astype(np.int64)
             hour = _beijing_hour(t0)
             key = rng.standard_exponential((len(act), n_videos), dtype=np.float32)
-            key *= wgt[act, hour // 4]  # inf (or nan for a 0 draw) for seen videos: sorts last either way
+            with np.errstate(invalid="ignore"):  # inf for seen videos (nan for a 0 draw): sorts last either way
+                key *= wgt[act, hour // 4]
             kmax = int(k.max())
             idx = np.argpartition(key, kmax - 1, axis=1)[:, :kmax]
             idx = np.take_along_axis(idx, np.argsort(np.take_along_axis(key, idx, 1), axis=1, kind="stable"), 1)
@@ -501,7 +505,7 @@ def make_item_daily(rng, model: TrueHeadModel, categories: pd.DataFrame) -> pd.D
     upload = start + rng.integers(-90, span - 1, n).astype("timedelta64[D]")
     first = np.maximum(upload, start)
     left = (end - first).astype(int) + 1
-    n_days = np.minimum(left, np.maximum(1, rng.geometric(1 / 34, n)))
+    n_days = np.minimum(left, np.maximum(1, rng.geometric(1 / 56, n)))  # ~32 days per video
     vid = np.repeat(np.arange(n), n_days)
     off = np.arange(n_days.sum()) - np.repeat(np.cumsum(n_days) - n_days, n_days)
     day = first[vid] + off.astype("timedelta64[D]")
@@ -693,6 +697,7 @@ def _generate(tmp: Path, size: str, seed: int, w_star, params: dict, side_dir=No
     daily = make_item_daily(r[8], model, categories)
     t_gen = time.perf_counter() - t0
 
+    log.info("generated in %.1fs; writing", t_gen)
     data = tmp / DATA_SUBDIR
     truth_dir = tmp / TRUTH_SUBDIR
     data.mkdir(parents=True)

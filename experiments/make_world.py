@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import time
 from pathlib import Path
@@ -21,7 +22,9 @@ def main(argv=None) -> int:
     ap.add_argument("--w-star", default=None,
                     help="planted weights a,b,c,d for (complete, long, rewatch, neg); normalised to sum|w|=1 "
                          "(default 0.35,0.25,0.15,-0.25)")
+    ap.add_argument("--quiet", action="store_true", help="no progress lines")
     args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(asctime)s %(message)s")
     w = None
     if args.w_star:
         try:

@@ -51,6 +51,8 @@ def test_matrix_traps(world_copy):
     rows = [
         "0,1,5000,10000,2020-07-05 10:00:00.000,20200705,1593914400.0,0.5",
         "0,1,5000,10000,2020-07-05 10:00:00.000,20200705,1593914400.0,0.5",   # exact duplicate: dropped
+        "0,1,5001,10000,2020-07-05 10:00:00.000,20200705,1593914400.0,0.5001",  # same time, other play: kept
+        "0,1,5000,10000,2020-07-05 10:00:00.000,20200705,1593914400.0,0.5",   # duplicate after a non-duplicate
         "0,1,9000,10000,2020-07-06 10:00:00.000,20200706,1594000800.0,0.9",   # genuine re-watch: kept
         "1,2,60000,10000,2020-07-05 00:01:00.000,20200704,1593878460.0,6.0",  # date lags timestamp; ratio > 5
         "1,3,0,10000,,,,0.0",                                                  # no timestamp: dropped
@@ -58,14 +60,14 @@ def test_matrix_traps(world_copy):
     (world_copy / "big_matrix.csv").write_text(HEADER + "\n" + "\n".join(rows) + "\n")
     raw = load_kuairec(world_copy)
     r = raw.repairs
-    assert len(raw.interactions) == 3 and list(raw.interactions.columns) == [
+    assert len(raw.interactions) == 4 and list(raw.interactions.columns) == [
         "user_id", "video_id", "play_duration", "video_duration", "timestamp", "watch_ratio"]
-    assert r["big_matrix.exact_duplicates_dropped"] == 1
+    assert r["big_matrix.exact_duplicates_dropped"] == 2
     assert r["big_matrix.rows_without_timestamp_dropped"] == 1
     assert r["big_matrix.date_label_differs_from_timestamp"] == 1
     assert r["big_matrix.watch_ratio_gt5_kept"] == 1
     assert raw.interactions["timestamp"].dtype == np.float64
-    assert raw.interactions["user_id"].tolist() == [0, 0, 1]
+    assert raw.interactions["user_id"].tolist() == [0, 0, 0, 1]
 
 
 def test_bad_matrix_values_named(world_copy):
