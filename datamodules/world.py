@@ -53,10 +53,15 @@ SIZES: dict[str, dict] = {
 }
 
 DEFAULT_PARAMS: dict = dict(
-    latent_dim=4, mu0=-0.6, beta_dur=-0.35, logdur_ref=9.2, log_sigma0=-0.95, skip0=-1.6, skip_aff=0.8,
-    hour_amp=0.08, hour_skip=1.0, policy_noise=0.02, trait_scale=0.5, session_len_logmean=2.7, session_len_logsd=0.8,
-    max_session_len=200, dup_fraction=0.0772, small_timeless_fraction=0.0389, small_missing_fraction=0.004,
-    date_lag_minutes=2, duration_jitter_fraction=0.02,
+    # watch-ratio mixture: mu = mu0 + traits + beta_dur*(log dur - logdur_ref) + hour; logistic scale
+    # exp(log_sigma0 + spread); skip logit skip0 + traits - skip_aff*affinity - hour_skip*hour
+    latent_dim=4, mu0=-0.6, beta_dur=-0.35, logdur_ref=9.2, log_sigma0=-1.05, skip0=-1.6, skip_aff=0.8,
+    hour_amp=0.08, hour_skip=1.0, trait_scale=0.5, spread_scale=1.2,
+    # serving policy: Gumbel noise scale on probs @ w_star; session length K ~ round(lognormal), 1..max
+    policy_noise=0.02, session_len_logmean=2.7, session_len_logsd=0.8, max_session_len=200,
+    # logging artefacts of the real files
+    dup_fraction=0.0772, small_timeless_fraction=0.0389, small_missing_fraction=0.004, date_lag_minutes=2,
+    duration_jitter_fraction=0.02,
 )
 # Hour effect on mu: a smooth evening peak, constant over 4-hour dayparts (6 levels; keeps the policy cheap).
 _DAYPART_CURVE = np.cos(2 * np.pi * (np.arange(24) // 4 * 4 + 2 - 21) / 24)
@@ -323,7 +328,7 @@ def make_model(rng, categories: pd.DataFrame, n_users: int, w_star, params: dict
     n_cat = ci.max() + 1
     ts = params["trait_scale"]  # heterogeneity of the mu / skip / spread traits (not of durations)
     center = rng.normal(0, 0.4, (n_cat, d)) * np.sqrt(ts)
-    cat_q, cat_r = rng.normal(0, 0.3 * ts, n_cat), rng.normal(0, 0.3 * ts, n_cat)
+    cat_q, cat_r = rng.normal(0, 0.3 * ts, n_cat), rng.normal(0, 0.3 * params["spread_scale"], n_cat)
     cat_z, cat_dur = rng.normal(0, 0.7 * ts, n_cat), rng.normal(0, 0.2, n_cat)
     cat_tail = rng.uniform(0.02, 0.25, n_cat)
     logdur = 9.17 + cat_dur[ci] + rng.normal(0, 0.25, n_videos)
@@ -335,7 +340,7 @@ def make_model(rng, categories: pd.DataFrame, n_users: int, w_star, params: dict
         user_skip=rng.normal(0, 0.5, n_users),
         video_factors=center[ci] + rng.normal(0, 0.3, (n_videos, d)) * np.sqrt(ts),
         video_quality=cat_q[ci] + rng.normal(0, 0.25 * ts, n_videos),
-        video_spread=cat_r[ci] + rng.normal(0, 0.15 * ts, n_videos),
+        video_spread=cat_r[ci] + rng.normal(0, 0.15 * params["spread_scale"], n_videos),
         video_skip=cat_z[ci] + rng.normal(0, 0.4 * ts, n_videos),
         video_duration=np.clip(np.round(np.exp(logdur)), 140, 315_072).astype(np.int64),
         hour_effect=params["hour_amp"] * _DAYPART_CURVE,
