@@ -272,7 +272,8 @@ _ONEHOT_BIN_P = [0.299, 0.105, 0.095, 0.0186, 0.0179, 0.0145]
 def make_users(rng, n_users: int) -> pd.DataFrame:
     """user_features.csv (31 columns) with the real marginals, NaNs in onehot_feat4 and 12..17."""
     df = pd.DataFrame({"user_id": np.arange(n_users, dtype=np.int64)})
-    df["user_active_degree"] = _shuffled_labels(rng, n_users, ["full_active", "high_active", "UNKNOWN", "middle_active"],
+    df["user_active_degree"] = _shuffled_labels(rng, n_users,
+                                                ["full_active", "high_active", "UNKNOWN", "middle_active"],
                                                 [6092, 938, 118, 28])
     df["is_lowactive_period"] = (rng.random(n_users) < 0.0004).astype(np.int64)
     df["is_live_streamer"] = (rng.random(n_users) < 0.0068).astype(np.int64)
@@ -607,7 +608,8 @@ def _time_strings(local_ms: np.ndarray) -> pa.Array:
     fields = [(d64.astype("datetime64[Y]").astype(np.int64) + 1970, 4, 0),
               (d64.astype("datetime64[M]").astype(np.int64) % 12 + 1, 2, 5),
               ((d64 - d64.astype("datetime64[M]")).astype(np.int64) + 1, 2, 8),
-              (rest // 3_600_000, 2, 11), (rest // 60_000 % 60, 2, 14), (rest // 1000 % 60, 2, 17), (rest % 1000, 3, 20)]
+              (rest // 3_600_000, 2, 11), (rest // 60_000 % 60, 2, 14), (rest // 1000 % 60, 2, 17),
+              (rest % 1000, 3, 20)]
     buf = np.empty((len(local_ms), 23), np.uint8)
     for val, width, pos in fields:
         for i in range(width):
