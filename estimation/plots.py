@@ -64,10 +64,10 @@ def runs_overlay(runs: dict[str, np.ndarray], path=None, title: str = "") -> Fig
     return _finish(fig, path)
 
 
-def landscape_values(objective, w0, axes=(0, 1), resolution: int = 41, batch: int = 256):
-    """Objective over `simplex_slice(w0, axes, resolution)`: (u, v, Z [n, n]) with NaN outside the simplex
-    and where the loss is not finite. Evaluated in batches."""
-    u, v, W = simplex_slice(w0, axes, resolution)
+def landscape_values(objective, w0, axes=(0, 1), resolution: int = 41, batch: int = 256, signs=(1, 1, 1, -1)):
+    """Objective over `simplex_slice(w0, axes, resolution, signs)`: (u, v, Z [n, n]) with NaN outside the
+    simplex and where the loss is not finite. Evaluated in batches."""
+    u, v, W = simplex_slice(w0, axes, resolution, signs=signs)
     flat = W.reshape(-1, 4)
     inside = np.isfinite(flat).all(1)
     Z = np.full(len(flat), np.nan)

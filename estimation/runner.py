@@ -5,6 +5,19 @@ invocation in the experiment 'head-weight-estimation'; a child run per (objectiv
 evaluation as a step (loss, w_complete, w_long, w_rewatch, w_neg), its final weights and a loss-curve figure;
 the parent holds the results table and a side-by-side figure. On a planted world, w* and the L1 recovery error
 are logged as well (the truth is read only here, after estimation, never by the estimator).
+
+Per child, after the optimizer (each cheap, both on by default, see `EstimationConfig`):
+- bootstrap over users (`estimation.uncertainty`): 90% percentile intervals per weight from `bootstrap`
+  replicates, plus m-out-of-n subsampling as a check; metrics ci90_low_w_* / ci90_high_w_* / boot_std_w_* /
+  mn_ci90_*, artifact uncertainty.json. No re-ranking per replicate: per-session losses of a candidate set
+  (everything evaluated for the objective + a lattice at `bootstrap_resolution` + a local lattice) are computed
+  once and each replicate re-weights sessions.
+- landscapes (`estimation.landscape`): heat maps over 2-D simplex slices and 1-D profiles through the estimate
+  (and w* on planted worlds), under figures/landscape/.
+
+`prepare_inputs` (data, heads, ranker, objectives) and `estimate` (MLflow runs) are separate so that the recovery
+study can reuse them. heads="oracle" (planted worlds only) uses the world's true head probabilities instead of a
+GNN, to separate the estimator's error from the head model's.
 """
 from __future__ import annotations
 
@@ -28,6 +41,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 OBJECTIVES = ("cat_ce", "cat_ce_smooth", "cat_ce_l2", "cat_ce_l3", "emb_l2")
 OPTIMIZERS = ("nelder-mead", "grid", "cmaes")
 SPACES = ("constrained", "reference")
+HEAD_SOURCES = ("gnn", "oracle")
 
 
 class UsageError(Exception):
@@ -47,12 +61,21 @@ class EstimationConfig:
     objectives: str = "cat_ce,emb_l2"  # comma list from OBJECTIVES
     optimizers: str = "nelder-mead"    # comma list from OPTIMIZERS
     space: str = "constrained"         # constrained (+,+,+,- on sum|w|=1) or reference (the notebook's per objective)
-    max_evals: int = 300               # evaluation budget per (objective, optimizer)
+    max_evals: int = 300               # evaluation budget per (objective, optimizer), except the grid's:
     grid_resolution: int = 20          # lattice resolution of the grid optimizer
+    grid_max_evals: int = 0            # the grid's budget; 0: its whole lattice + refinement (C(n+3,3) + 4*124)
     min_sess_len: int = 5              # valid test sessions have at least this many interactions
     exclude_seen: bool = True          # candidates exclude videos the user watched before the session
     precision: str = "fp32"            # head prediction precision: fp32 or bf16
-    seed: int = 0                      # seed for stochastic optimizers
+    seed: int = 0                      # seed for stochastic optimizers and the bootstrap
+    heads: str = "gnn"                 # gnn (trained head model) or oracle (a planted world's true head probabilities)
+    prune: bool = True                 # exact skyband candidate pruning (constrained space only; same results, faster)
+    bootstrap: int = 200               # bootstrap replicates (users resampled) per child run; 0 skips
+    bootstrap_resolution: int = 10     # lattice resolution of the bootstrap's global candidate set
+    m_exponent: float = 0.7            # m-out-of-n check: m = ceil(n_users ** m_exponent) users per subsample
+    landscape: bool = True             # heat maps and profiles of the objective through the estimate (and w*)
+    landscape_resolution: int = 15     # grid points per slice axis
+    landscape_axes: str = "complete-long,rewatch-neg"  # slices: pairs of heads that vary
     root: str = str(PROJECT_ROOT)      # project root holding mlruns/ and data/
     run_name: str | None = None
 
@@ -76,6 +99,23 @@ class PairResult:
     run_id: str
     losses: np.ndarray = field(repr=False)
     l1_error: float | None = None
+    uncertainty: object = field(default=None, repr=False)   # uncertainty.Uncertainty when bootstrapped
+    figures: list = field(default_factory=list, repr=False)
+
+
+@dataclass
+class Inputs:
+    """Everything estimation needs, built once per invocation by `prepare_inputs`."""
+    data_dir: Path
+    dataset: object
+    session_keys: np.ndarray           # [S] valid test sessions
+    session_users: np.ndarray          # [S] their users (bootstrap unit)
+    objectives: dict                   # name -> RecordingObjective
+    gnn_run: str | None                # None in oracle mode
+    gnn_trained: bool
+    head_source: str
+    w_star: np.ndarray | None          # planted worlds only; read for evaluation, never by the estimator
+    timings: dict
 
 
 # ------------------------------------------------------------------------------------------------ stages
@@ -153,102 +193,197 @@ def space_for(config: EstimationConfig, objective: str):
 
 def optimizer_options(config: EstimationConfig, method: str) -> dict:
     opts = {"max_evals": config.max_evals}
-    if method == "grid":
+    if method == "grid":  # a grid cut short by a budget is a half lattice: by default it gets all of it
         opts["resolution"] = config.grid_resolution
+        opts["max_evals"] = config.grid_max_evals if config.grid_max_evals > 0 else None
     if method == "cmaes":
         opts["seed"] = config.seed
     return opts
 
 
 # ------------------------------------------------------------------------------------------------ the job
-def run(config: EstimationConfig) -> dict:
-    """Run the whole job; returns a summary dict (parent run id, per-pair results, truth if planted)."""
+def check_config(config: EstimationConfig) -> tuple[list[str], list[str]]:
+    """Validate the choices; returns (objective names, optimizer names)."""
+    objective_names = config.names("objectives", OBJECTIVES)
+    optimizer_names = config.names("optimizers", OPTIMIZERS)
+    for name, value, allowed in (("space", config.space, SPACES), ("heads", config.heads, HEAD_SOURCES),
+                                 ("precision", config.precision, ("fp32", "bf16")),
+                                 ("checkpoint", config.checkpoint, ("best", "last"))):
+        if value not in allowed:
+            raise UsageError(f"--{name}: unknown value {value!r}; choose from {', '.join(allowed)}")
+    if config.bootstrap < 0 or config.bootstrap_resolution < 1:
+        raise UsageError("--bootstrap must be >= 0 and --bootstrap-resolution >= 1")
+    if not 0 < config.m_exponent <= 1:
+        raise UsageError(f"--m-exponent must lie in (0, 1], got {config.m_exponent}")
+    if config.landscape:
+        from estimation.landscape import parse_axes
+
+        try:
+            parse_axes(config.landscape_axes)
+        except ValueError as e:
+            raise UsageError(f"--landscape-axes: {e}") from None
+    return objective_names, optimizer_names
+
+
+def oracle_heads(data_dir: Path, dataset, session_keys: np.ndarray, chunk: int = 32):
+    """The planted world's true head probabilities for every (session, catalog video): float32 [S, V, 4], at the
+    Beijing hour of the session's start; and the true video factors (embeddings for emb_l2)."""
+    from datamodules.world import TrueHeadModel
+
+    try:
+        model = TrueHeadModel.load(data_dir)
+    except FileNotFoundError:
+        raise UsageError(f"--heads oracle needs a planted world (ground_truth/ next to the data); {data_dir} "
+                         f"has none") from None
+    sessions = dataset.sessions.loc[session_keys]
+    users = sessions["user_id"].to_numpy().astype(np.int64)
+    hours = (((sessions["start_ts"].to_numpy().astype(np.int64) + 8 * 3600) // 3600) % 24).astype(np.int64)
+    V = int(dataset.n_videos)
+    if model.video_factors.shape[0] != V:
+        raise UsageError(f"--heads oracle: the world has {model.video_factors.shape[0]} videos, the dataset {V}")
+    probs = np.empty((len(session_keys), V, 4), dtype=np.float32)
+    vid = np.arange(V)
+    for lo in range(0, len(session_keys), chunk):
+        hi = min(lo + chunk, len(session_keys))
+        n = hi - lo
+        p = model.probs(np.repeat(users[lo:hi], V), np.tile(vid, n), np.repeat(hours[lo:hi], V))
+        probs[lo:hi] = p.reshape(n, V, 4)
+    return probs, np.asarray(model.video_factors, dtype=np.float64)
+
+
+def prepare_inputs(config: EstimationConfig, client=None, uri: str | None = None, dataset=None,
+                   data_dir: Path | None = None) -> Inputs:
+    """Data -> head probabilities (GNN or oracle) -> ranker -> recording objectives. A dataset already loaded
+    (and its data_dir) may be passed in."""
     import mlflow
 
     from datamodules.dataset import load_dataset, prepare_dataset
     from datamodules.world import load_truth
-    from estimation import plots
     from estimation.candidates import observed_videos, seen_before
-    from estimation.heads import heads_cache_key, predict_session_heads, video_embeddings
-    from estimation.optimizers import optimize
     from estimation.ranking import Ranker
-    from estimation.tracking import StepLogger, log_final, log_params, setup_mlflow, start_child_run
-    from lightning_modules.checkpoints import check_compatible, checkpoint_artifact, load_checkpoint_file
+    from estimation.tracking import setup_mlflow
+    from estimation.uncertainty import RecordingObjective
 
-    objective_names = config.names("objectives", OBJECTIVES)
-    optimizer_names = config.names("optimizers", OPTIMIZERS)
-    if config.space not in SPACES:
-        raise UsageError(f"--space: unknown value {config.space!r}; choose from {', '.join(SPACES)}")
-    if config.precision not in ("fp32", "bf16"):
-        raise UsageError(f"--precision: unknown value {config.precision!r}; choose fp32 or bf16")
-    if config.checkpoint not in ("best", "last"):
-        raise UsageError(f"--checkpoint: unknown value {config.checkpoint!r}; choose best or last")
-    t_start = time.time()
+    objective_names, _ = check_config(config)
     timings: dict[str, float] = {}
-
-    if config.data_dir:  # fail fast on a bad folder, before any slow setup
+    if config.data_dir and data_dir is None:  # fail fast on a bad folder, before any slow setup
         resolve_data(config)
-    uri = setup_mlflow(config.root)
-    client = mlflow.MlflowClient(uri)
-    if config.gnn_run_id:  # fail fast, before any data work
+    if uri is None:
+        uri = setup_mlflow(config.root)
+    client = client or mlflow.MlflowClient(uri)
+    if config.gnn_run_id and config.heads == "gnn":  # fail fast, before any data work
         find_gnn_run(client, "", config.gnn_run_id, uri)
 
     t = time.time()
-    data_dir = resolve_data(config)
-    processed = prepare_dataset(data_dir, matrix=config.matrix, cache_root=Path(config.root) / "data" / "processed")
-    dataset = load_dataset(processed)
+    if dataset is None:
+        data_dir = resolve_data(config)
+        processed = prepare_dataset(data_dir, matrix=config.matrix,
+                                    cache_root=Path(config.root) / "data" / "processed")
+        dataset = load_dataset(processed)
+    data_dir = Path(data_dir)
     timings["data_s"] = time.time() - t
     log.info("dataset %s: %d interactions, %d sessions", dataset.dataset_id, len(dataset.interactions),
              len(dataset.sessions))
-
-    t = time.time()
-    gnn_run = find_gnn_run(client, dataset.dataset_id, config.gnn_run_id, uri)
-    trained = gnn_run is None or config.retrain
-    if trained:
-        gnn_run = train_gnn(config, dataset, data_dir)
-    ckpt_path = checkpoint_artifact(gnn_run, config.checkpoint, tracking_uri=uri)
-    model = load_checkpoint_file(ckpt_path)
-    check_compatible(model, dataset)
-    timings["gnn_s"] = time.time() - t
+    truth = load_truth(data_dir)
+    if config.heads == "oracle" and truth is None:
+        raise UsageError(f"--heads oracle needs a planted world; {data_dir} has no ground truth")
 
     sessions = dataset.valid_test_sessions(config.min_sess_len)
     keys = sessions.index.to_numpy().astype(np.int64)
     if len(keys) == 0:
         raise UsageError(f"no valid test sessions (test split, length >= {config.min_sess_len}) in {data_dir}")
-    t = time.time()
-    import torch
+    gnn_run, trained = None, False
+    if config.heads == "gnn":
+        import torch
 
-    dtype = torch.bfloat16 if config.precision == "bf16" else torch.float32
-    key = heads_cache_key(ckpt_path, dataset.dataset_id, keys, config.precision)
-    heads = predict_session_heads(model, dataset, keys, cache_dir=Path(config.root) / "data" / "cache" / "heads",
-                                  cache_key=key, dtype=dtype)
-    video_emb = video_embeddings(model)
+        from estimation.heads import heads_cache_key, predict_session_heads, video_embeddings
+        from lightning_modules.checkpoints import check_compatible, checkpoint_artifact, load_checkpoint_file
+
+        t = time.time()
+        gnn_run = find_gnn_run(client, dataset.dataset_id, config.gnn_run_id, uri)
+        trained = gnn_run is None or config.retrain
+        if trained:
+            gnn_run = train_gnn(config, dataset, data_dir)
+        ckpt_path = checkpoint_artifact(gnn_run, config.checkpoint, tracking_uri=uri)
+        model = load_checkpoint_file(ckpt_path)
+        check_compatible(model, dataset)
+        timings["gnn_s"] = time.time() - t
+        t = time.time()
+        dtype = torch.bfloat16 if config.precision == "bf16" else torch.float32
+        key = heads_cache_key(ckpt_path, dataset.dataset_id, keys, config.precision)
+        heads = predict_session_heads(model, dataset, keys, cache_dir=Path(config.root) / "data" / "cache" / "heads",
+                                      cache_key=key, dtype=dtype)
+        probs, k = heads.probs, heads.k
+        video_emb = video_embeddings(model)
+    else:
+        t = time.time()
+        probs, video_emb = oracle_heads(data_dir, dataset, keys)
+        k = sessions["sess_len"].to_numpy().astype(np.int64)
     timings["heads_s"] = time.time() - t
 
+    t = time.time()
     observed = observed_videos(dataset.interactions, keys)
     seen = seen_before(dataset.interactions, dataset.sessions, keys) if config.exclude_seen else None
-    ranker = Ranker(heads.probs, heads.k, seen=seen)
-    objectives = build_objectives(objective_names, ranker, observed, dataset, video_emb)
-    truth = load_truth(data_dir)
-    w_star = np.asarray(truth["w_star"], dtype=np.float64) if truth else None
+    if config.prune and config.space == "constrained":
+        from estimation.pruning import skyband
 
+        cand = skyband(probs, k, seen=seen)
+        ranker = Ranker(probs, k, candidates=cand)
+        log.info("pruning: %.1f candidates per session kept of %d", cand.lengths().mean(), probs.shape[1])
+    else:
+        ranker = Ranker(probs, k, seen=seen)
+    objectives = {name: RecordingObjective(obj) for name, obj in
+                  build_objectives(objective_names, ranker, observed, dataset, video_emb).items()}
+    timings["ranker_s"] = time.time() - t
+    w_star = np.asarray(truth["w_star"], dtype=np.float64) if truth else None
+    users = dataset.sessions.loc[keys, "user_id"].to_numpy().astype(np.int64)
+    return Inputs(data_dir, dataset, keys, users, objectives, gnn_run, trained, config.heads, w_star, timings)
+
+
+def run(config: EstimationConfig) -> dict:
+    """Run the whole job; returns a summary dict (parent run id, per-pair results, truth if planted)."""
+    import mlflow
+
+    from estimation.tracking import setup_mlflow
+
+    check_config(config)
+    t_start = time.time()
+    uri = setup_mlflow(config.root)
+    client = mlflow.MlflowClient(uri)
+    inputs = prepare_inputs(config, client, uri)
+    return estimate(config, inputs, client, uri, t_start=t_start)
+
+
+def estimate(config: EstimationConfig, inputs: Inputs, client, uri: str, t_start: float | None = None,
+             tags: dict | None = None) -> dict:
+    """One parent run with a child run per (objective, optimizer); returns the summary dict."""
+    from estimation import plots
+    from estimation.optimizers import optimize
+    from estimation.tracking import StepLogger, log_final, log_params, start_child_run
+
+    _, optimizer_names = check_config(config)
+    t_start = time.time() if t_start is None else t_start
+    timings = dict(inputs.timings)
+    dataset, w_star = inputs.dataset, inputs.w_star
     parent = client.create_run(client.get_experiment_by_name("head-weight-estimation").experiment_id,
-                               run_name=config.run_name, tags={"dataset_id": dataset.dataset_id,
-                                                               "gnn_run_id": gnn_run, "data_dir": str(data_dir),
-                                                               "planted": str(truth is not None)})
+                               run_name=config.run_name,
+                               tags={"dataset_id": dataset.dataset_id, "gnn_run_id": str(inputs.gnn_run),
+                                     "data_dir": str(inputs.data_dir), "planted": str(w_star is not None),
+                                     "heads": inputs.head_source, **{k: str(v) for k, v in (tags or {}).items()}})
     parent_id = parent.info.run_id
     results: list[PairResult] = []
     status = "FAILED"
     try:
         log_params(parent_id, {"config": dataclasses.asdict(config), "dataset_id": dataset.dataset_id,
-                               "gnn_run_id": gnn_run, "gnn_trained_now": trained,
-                               "n_sessions": int(len(keys)), "n_videos": int(dataset.n_videos)}, client)
+                               "gnn_run_id": inputs.gnn_run, "gnn_trained_now": inputs.gnn_trained,
+                               "n_sessions": int(len(inputs.session_keys)), "n_videos": int(dataset.n_videos)},
+                   client)
         _log_data_quality(client, parent_id, dataset)
         if w_star is not None:
             _log_weights(client, parent_id, "w_star_", w_star)
-        for obj_name, objective in objectives.items():
+        for obj_name, objective in inputs.objectives.items():
             for method in optimizer_names:
-                results.append(_estimate_pair(client, parent_id, obj_name, objective, method, config, w_star,
+                results.append(_estimate_pair(client, parent_id, obj_name, objective, method, config, inputs,
                                               optimize, start_child_run, StepLogger, log_final, plots))
         _log_parent_summary(client, parent_id, results, w_star, plots)
         timings["total_s"] = time.time() - t_start
@@ -257,9 +392,9 @@ def run(config: EstimationConfig) -> dict:
         status = "FINISHED"
     finally:
         client.set_terminated(parent_id, status=status)
-    return {"parent_run_id": parent_id, "gnn_run_id": gnn_run, "results": results, "w_star": w_star,
+    return {"parent_run_id": parent_id, "gnn_run_id": inputs.gnn_run, "results": results, "w_star": w_star,
             "tracking_uri": uri, "dataset_id": dataset.dataset_id, "timings": timings,
-            "n_sessions": int(len(keys))}
+            "n_sessions": int(len(inputs.session_keys)), "heads": inputs.head_source}
 
 
 def _log_weights(client, run_id: str, prefix: str, w) -> None:
@@ -279,16 +414,19 @@ def _log_data_quality(client, run_id: str, dataset) -> None:
         client.log_batch(run_id, metrics=metrics[i:i + 1000])
 
 
-def _estimate_pair(client, parent_id, obj_name, objective, method, config, w_star, optimize, start_child_run,
-                   StepLogger, log_final, plots) -> PairResult:
+def _estimate_pair(client, parent_id, obj_name, objective, method, config, inputs: Inputs, optimize,
+                   start_child_run, StepLogger, log_final, plots) -> PairResult:
     space = space_for(config, obj_name)
+    w_star = inputs.w_star
     child = start_child_run(parent_id, f"{obj_name}/{method}", tags={"objective": obj_name, "optimizer": method,
-                                                                     "space": space.name}, client=client)
+                                                                     "space": space.name,
+                                                                     "heads": inputs.head_source}, client=client)
     status = "FAILED"
     try:
         client.log_param(child, "objective", obj_name)
         client.log_param(child, "optimizer", method)
         client.log_param(child, "space", space.name)
+        client.log_param(child, "heads", inputs.head_source)
         t = time.time()
         with StepLogger(child, client) as step_log:
             res = optimize(method, objective, space, None, step_log, **optimizer_options(config, method))
@@ -304,11 +442,53 @@ def _estimate_pair(client, parent_id, obj_name, objective, method, config, w_sta
         with tempfile.TemporaryDirectory() as tmp:
             plots.loss_curve(losses, title=f"{obj_name} / {method}", path=Path(tmp) / "loss_curve.png")
             client.log_artifact(child, str(Path(tmp) / "loss_curve.png"), "figures")
+        figures = ["figures/loss_curve.png"]
+        found = np.isfinite(res.w).all() and math.isfinite(res.loss)
+        unc = None
+        if config.bootstrap > 0 and found:
+            unc = _bootstrap_child(client, child, objective, space, res.w, config, inputs)
+        if config.landscape and found:
+            from estimation.landscape import log_landscapes, parse_axes
+
+            t = time.time()
+            figures += log_landscapes(client, child, objective, res.w, w_star, axes=parse_axes(config.landscape_axes),
+                                      resolution=config.landscape_resolution, title=f"{obj_name} / {method}")
+            client.log_metric(child, "landscape_s", time.time() - t)
         status = "FINISHED"
         return PairResult(obj_name, method, np.asarray(res.w), float(res.loss), int(res.n_evals), seconds, child,
-                          losses, l1)
+                          losses, l1, unc, figures)
     finally:
         client.set_terminated(child, status=status)
+
+
+def _bootstrap_child(client, child, objective, space, w_hat, config, inputs: Inputs):
+    """Bootstrap over users + m-out-of-n check, logged to the child run (metrics and uncertainty.json)."""
+    from mlflow.entities import Metric
+
+    from estimation.uncertainty import bootstrap_objective
+
+    t = time.time()
+    n0 = objective.n_computed
+    unc = bootstrap_objective(objective, space, w_hat, inputs.session_users, n_boot=config.bootstrap,
+                              resolution=config.bootstrap_resolution, m_exponent=config.m_exponent,
+                              seed=config.seed)
+    metrics = unc.metrics()
+    metrics["bootstrap_new_evals"] = float(objective.n_computed - n0)
+    if inputs.w_star is not None:
+        for which, prefix in (("boot", ""), ("mn", "mn_")):
+            if (unc.ci_low if which == "boot" else unc.mn_low) is None:
+                continue
+            cov = unc.covers(inputs.w_star, which)
+            for k, c in zip(WEIGHT_KEYS, cov):
+                metrics[f"{prefix}{unc.tag}_covers_{k}"] = float(c)
+            metrics[f"{prefix}{unc.tag}_covers_all"] = float(cov.all())
+    metrics["bootstrap_s"] = time.time() - t
+    ts = int(time.time() * 1000)
+    client.log_batch(child, metrics=[Metric(k, float(v), ts, 0) for k, v in metrics.items()])
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "uncertainty.json").write_text(unc.to_json())
+        client.log_artifact(child, str(Path(tmp) / "uncertainty.json"))
+    return unc
 
 
 def _log_parent_summary(client, parent_id, results: list[PairResult], w_star, plots) -> None:
@@ -319,6 +499,12 @@ def _log_parent_summary(client, parent_id, results: list[PairResult], w_star, pl
                **{k: float(v) for k, v in zip(WEIGHT_KEYS, r.w)}}
         if w_star is not None:
             row["l1_error"] = r.l1_error
+        u = r.uncertainty
+        if u is not None:
+            for name, arr in (("ci_low", u.ci_low), ("ci_high", u.ci_high), ("mn_ci_low", u.mn_low),
+                              ("mn_ci_high", u.mn_high)):
+                if arr is not None:
+                    row.update({f"{name}_{k}": float(v) for k, v in zip(WEIGHT_KEYS, arr)})
         rows.append(row)
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "results.json").write_text(json.dumps(rows, indent=2))
@@ -351,6 +537,10 @@ def format_summary(summary: dict) -> str:
         if w_star is not None:
             line += f" {r.l1_error:>8.4f}" if r.l1_error is not None else f" {'-':>8}"
         lines.append(line)
+        u = r.uncertainty
+        if u is not None and u.ci_low is not None:
+            lines.append(f"{'':<14} {u.tag + ' boot':<12} " + " ".join(
+                f"{f'[{lo:.2f},{hi:.2f}]':>10}".replace("-0.00", "0.00") for lo, hi in zip(u.ci_low, u.ci_high)))
     if w_star is not None:
         lines.append(f"{'planted w*':<27} " + " ".join(f"{v:>10.4f}" for v in w_star))
     return "\n".join(lines)

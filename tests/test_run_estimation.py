@@ -22,7 +22,8 @@ def _cli(*args, cwd=ROOT, timeout=600):
 def e2e(tmp_path_factory):
     root = tmp_path_factory.mktemp("project")
     proc = _cli("--root", root, "--world-size", "tiny", "--epochs", "2", "--max-evals", "40",
-                "--optimizers", "nelder-mead,grid", "--grid-resolution", "6")
+                "--optimizers", "nelder-mead,grid", "--grid-resolution", "6",
+                "--bootstrap", "30", "--bootstrap-resolution", "4", "--landscape-resolution", "6")
     assert proc.returncode == 0, proc.stderr[-3000:]
     return root, proc
 
@@ -48,7 +49,8 @@ def test_runs_steps_weights_and_figures_are_in_mlflow(e2e):
     assert np.isclose(np.abs(w_star).sum(), 1.0)
     for child in children:
         n = int(child.data.metrics["n_evals"])
-        assert 1 < n <= 40 + 64  # budget, plus at most one batch past it
+        budget = 84 + 4 * 124 if child.data.tags["optimizer"] == "grid" else 40  # grid: lattice + refinement
+        assert 1 < n <= budget
         hist = client.get_metric_history(child.info.run_id, "w_complete")
         assert len(hist) == n and sorted(m.step for m in hist) == list(range(n))
         w = np.array([child.data.metrics[f"final_w_{h}"] for h in ("complete", "long", "rewatch", "neg")])
@@ -57,7 +59,19 @@ def test_runs_steps_weights_and_figures_are_in_mlflow(e2e):
         assert np.isclose(min(losses), child.data.metrics["final_loss"])
         assert np.isclose(child.data.metrics["l1_error"], np.abs(w - w_star).sum())
         arts = [a.path for a in client.list_artifacts(child.info.run_id, "figures")]
-        assert arts == ["figures/loss_curve.png"]
+        assert "figures/loss_curve.png" in arts and "figures/landscape" in arts
+        maps = {a.path for a in client.list_artifacts(child.info.run_id, "figures/landscape")}
+        assert "figures/landscape/landscape_estimate_complete-long.png" in maps
+        assert "figures/landscape/profile_w_star.png" in maps
+        # bootstrap: 90% interval per weight around the estimate, and its coverage of w*
+        m = child.data.metrics
+        lo = np.array([m[f"ci90_low_w_{h}"] for h in ("complete", "long", "rewatch", "neg")])
+        hi = np.array([m[f"ci90_high_w_{h}"] for h in ("complete", "long", "rewatch", "neg")])
+        assert (lo <= hi).all() and m["boot_n"] == 30
+        assert np.array_equal(np.array([m[f"ci90_covers_w_{h}"] for h in ("complete", "long", "rewatch", "neg")]),
+                              ((lo - 1e-9 <= w_star) & (w_star <= hi + 1e-9)).astype(float))
+        assert {"mn_ci90_low_w_neg", "mn_ci90_high_w_neg", "boot_std_w_neg"} <= set(m)
+        assert "uncertainty.json" in {a.path for a in client.list_artifacts(child.info.run_id)}
     parent_arts = {a.path for a in client.list_artifacts(parents[0].info.run_id)}
     assert {"results.csv", "results.json", "figures"} <= parent_arts
     gnn = client.get_experiment_by_name("gnn-training")
