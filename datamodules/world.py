@@ -47,7 +47,7 @@ SMALL_SPAN = ("2020-07-05", "2020-09-05")
 SIZES: dict[str, dict] = {
     # rows_per_user: mean distinct big rows per user; small block = users x videos of the dense small matrix.
     "tiny": dict(n_users=80, n_videos=300, rows_per_user=75, min_rows=10, small_users=16, small_videos=40),
-    "small": dict(n_users=1000, n_videos=3000, rows_per_user=115, min_rows=20, small_users=100, small_videos=250),
+    "small": dict(n_users=1000, n_videos=1500, rows_per_user=150, min_rows=20, small_users=100, small_videos=200),
     "kuairec": dict(n_users=7176, n_videos=10728, rows_per_user=1620, min_rows=100, small_users=1411,
                     small_videos=3327),
 }
@@ -59,6 +59,10 @@ DEFAULT_PARAMS: dict = dict(
     hour_amp=0.08, hour_skip=1.0, trait_scale=0.5, spread_scale=1.2,
     # serving policy: Gumbel noise scale on probs @ w_star; session length K ~ round(lognormal), 1..max
     policy_noise=0.02, session_len_logmean=2.7, session_len_logsd=0.8, max_session_len=200,
+    # exploration: each shown slot is, with this probability, a uniformly random unseen video instead of the
+    # policy's pick (real platforms explore; without it most of the catalog is never shown and no head model
+    # can learn the heads of the videos the estimator must rank)
+    explore=0.25,
     # logging artefacts of the real files
     dup_fraction=0.0772, small_timeless_fraction=0.0389, small_missing_fraction=0.004, date_lag_minutes=2,
     duration_jitter_fraction=0.02,
@@ -421,6 +425,32 @@ def _plan_sessions(rng, cfg: dict, params: dict, avail: np.ndarray) -> tuple[np.
     return ks, np.sort(planned, axis=1)
 
 
+def _explore(rng, idx: np.ndarray, key: np.ndarray, k: np.ndarray, explore: float) -> np.ndarray:
+    """Replace a Binomial(K, explore) share of each session's policy picks by uniformly random unseen videos.
+
+    idx [n, kmax]: the policy's ranked picks (first k[i] valid); key: finite for unseen videos. The policy keeps
+    its best K - E picks; the E explored videos are drawn without replacement from the other unseen videos; the
+    session's order is then shuffled so that explored videos are not always last."""
+    n, kmax = idx.shape
+    e = rng.binomial(k, explore)
+    rows = np.arange(n)[:, None]
+    u = rng.random(key.shape, dtype=np.float32)
+    u[~np.isfinite(key)] = np.inf  # seen or blocked
+    keep = np.arange(kmax)[None, :] < (k - e)[:, None]
+    u[np.broadcast_to(rows, idx.shape)[keep], idx[keep]] = np.inf  # the policy's kept picks
+    emax = int(e.max()) if len(e) else 0
+    out = idx.copy()
+    if emax > 0:
+        ex = np.argpartition(u, emax - 1, axis=1)[:, :emax]
+        ex = np.take_along_axis(ex, np.argsort(np.take_along_axis(u, ex, 1), axis=1, kind="stable"), 1)
+        slot = np.arange(kmax)[None, :] - (k - e)[:, None]  # position among the explored slots
+        take = (slot >= 0) & (slot < e[:, None])
+        out[take] = ex[np.nonzero(take)[0], slot[take]]
+    valid = np.arange(kmax)[None, :] < k[:, None]
+    perm = np.argsort(np.where(valid, rng.random(idx.shape), np.inf), axis=1, kind="stable")
+    return np.take_along_axis(out, perm, 1)
+
+
 def serve_big(rng, model: TrueHeadModel, cfg: dict, params: dict, small_users: np.ndarray,
               small_videos: np.ndarray, chunk: int = 512) -> dict:
     """Sessions per user: rank unseen videos by probs @ w_star + Gumbel noise, show the top K, draw outcomes.
@@ -431,6 +461,9 @@ def serve_big(rng, model: TrueHeadModel, cfg: dict, params: dict, small_users: n
     beta = float(params["policy_noise"])
     if beta <= 0:
         raise ValueError("policy_noise must be > 0")
+    explore = float(params.get("explore", 0.0))
+    if not 0.0 <= explore < 1.0:
+        raise ValueError("explore must be in [0, 1)")
     n_users, n_videos = len(model.user_bias), len(model.video_duration)
     blocked = np.zeros(n_users, bool)
     blocked[small_users] = True
@@ -462,6 +495,8 @@ def serve_big(rng, model: TrueHeadModel, cfg: dict, params: dict, small_users: n
             kmax = int(k.max())
             idx = np.argpartition(key, kmax - 1, axis=1)[:, :kmax]
             idx = np.take_along_axis(idx, np.argsort(np.take_along_axis(key, idx, 1), axis=1, kind="stable"), 1)
+            if explore > 0:
+                idx = _explore(rng, idx, key, k, explore)
             valid = cols[None, :kmax] < k[:, None]
             ru, rv = np.repeat(act, k), idx[valid]
             wgt[ru, :, rv] = np.inf
