@@ -61,7 +61,7 @@ class EstimationConfig:
     objectives: str = "cat_ce,emb_l2"  # comma list from OBJECTIVES
     optimizers: str = "nelder-mead"    # comma list from OPTIMIZERS
     space: str = "constrained"         # constrained (+,+,+,- on sum|w|=1) or reference (the notebook's per objective)
-    max_evals: int = 300               # evaluation budget per (objective, optimizer), except the grid's:
+    max_evals: int = 300               # evaluation budget per (objective, optimizer), except the grid
     grid_resolution: int = 20          # lattice resolution of the grid optimizer
     grid_max_evals: int = 0            # the grid's budget; 0: its whole lattice + refinement (C(n+3,3) + 4*124)
     min_sess_len: int = 5              # valid test sessions have at least this many interactions
