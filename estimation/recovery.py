@@ -14,6 +14,8 @@ Outputs under `<out>`:
   width; `identification.csv`: per (heads, objective) and weight, the median absolute error and the median 90%
   interval width: a weight whose interval spans most of its range is one the objective cannot identify;
   `global_vs_nm.csv`: per world and objective, the best loss of each optimizer and grid/CMA-ES minus Nelder-Mead.
+- `geometry.jsonl`: per world, the within-session covariance of the heads over the candidates and its weakest
+  directions (`head_geometry`): along them scores hardly change, which is why a weight can go unidentified.
 - `recovery.png`: L1 error per pair (one dot per world) and interval coverage per pair;
   `figures/profiles_<world>_<heads>.png`: every objective's profile through w* along each weight (a flat profile is
   why a weight is not identified).
@@ -56,6 +58,7 @@ class StudyConfig:
     landscape_worlds: int = 1              # the first this many worlds get landscape figures in MLflow
     profiles: bool = True                  # profile figure (all objectives through w*) for those worlds
     epochs: int = 8                        # GNN epochs per world (heads gnn)
+    geometry: bool = True                  # head-geometry diagnostic per world (added to worlds done before too)
     out: str = str(PROJECT_ROOT / "data" / "recovery" / "study")
     seed: int = 0                          # optimizer / bootstrap seed
 
@@ -135,6 +138,12 @@ def run_world(cfg: StudyConfig, spec: dict, mode: str, index: int, client, uri: 
     summary = runner.estimate(config, inputs, client, uri, tags={"study": Path(cfg.out).name,
                                                                  "world": spec["name"], "kind": spec["kind"]})
     results = summary["results"]
+    try:
+        geom = head_geometry(next(iter(inputs.objectives.values())).ranker)
+        with open(Path(cfg.out) / "geometry.jsonl", "a") as f:
+            f.write(json.dumps({"world": spec["name"], "heads": mode, **geom}) + "\n")
+    except Exception as e:  # a diagnostic: never lose a world's results over it
+        log.warning("head geometry of %s/%s failed: %s", spec["name"], mode, e)
     if landscape and cfg.profiles:
         fig_dir = Path(cfg.out) / "figures"
         profile_grid(inputs.objectives, np.asarray(spec["w_star"]),
@@ -196,12 +205,94 @@ def profile_grid(objectives: dict, w0, marks: dict | None = None, path=None, tit
     return plots._finish(fig, path)
 
 
+def head_geometry(ranker, n_sessions: int = 400, seed: int = 0) -> dict:
+    """Why a weight can be unidentified: the within-session covariance of the four head probabilities over each
+    session's candidates (the exact skyband when the ranker was pruned, else the whole catalog), pooled over a
+    sample of sessions. A ranking under w depends on p @ w up to a per-session shift, so a direction d with
+    small d' cov d barely moves any score: w and w + t d rank alike and no objective can tell them apart.
+    Returns cov, corr, eigvals (ascending, relative to the largest) and eigvecs (rows, unit length)."""
+    probs = ranker.probs
+    S, V = probs.shape[0], probs.shape[1]
+    cand = getattr(ranker, "candidates", None)
+    rng = np.random.default_rng(seed)
+    sample = np.sort(rng.choice(S, size=min(S, n_sessions), replace=False))
+    acc, n = np.zeros((4, 4)), 0
+    for s in sample:
+        ids = cand[1][cand[0][s]:cand[0][s + 1]] if cand is not None else np.arange(V)
+        if len(ids) < 2:
+            continue
+        P = np.asarray(probs[s][ids], dtype=np.float64)
+        P = P - P.mean(0)
+        acc += P.T @ P
+        n += len(P)
+    cov = acc / max(n, 1)
+    sd = np.sqrt(np.maximum(np.diag(cov), 1e-300))
+    vals, vecs = np.linalg.eigh(cov)
+    return {"cov": cov.tolist(), "corr": (cov / np.outer(sd, sd)).tolist(),
+            "eigvals": (vals / max(vals.max(), 1e-300)).tolist(), "eigvecs": vecs.T.tolist(),
+            "candidates": "skyband" if cand is not None else "catalog", "n_pairs": int(n)}
+
+
+def geometry_section(geoms: list[dict]) -> str:
+    """Markdown: mean head correlation per heads mode and, per world, the weakest direction of the heads."""
+    if not geoms:
+        return ""
+    lines = ["## Head geometry (why a weight can be unidentified)", "",
+             "Within-session correlation of the heads over the candidates (mean over worlds), and per world the "
+             "direction d of weight space along which scores p @ d vary least (relative variance = smallest / "
+             "largest eigenvalue of the heads' covariance): moving w along d hardly changes any ranking.", ""]
+    for mode in sorted({g["heads"] for g in geoms}):
+        gs = [g for g in geoms if g["heads"] == mode]
+        corr = np.mean([g["corr"] for g in gs], axis=0)
+        lines += [f"{mode} heads, mean correlation:", "", "| | " + " | ".join(HEADS) + " |",
+                  "|---|" + "---|" * 4]
+        lines += [f"| {HEADS[i]} | " + " | ".join(f"{corr[i, j]:.2f}" for j in range(4)) + " |" for i in range(4)]
+        lines += ["", "| world | weakest direction d (complete, long, rewatch, neg) | relative variance | 2nd |",
+                  "|---|---|---|---|"]
+        for g in gs:
+            d = np.asarray(g["eigvecs"][0])
+            d = d * np.sign(d[np.argmax(np.abs(d))])
+            lines.append(f"| {g['world']} | ({', '.join(f'{v:+.2f}' for v in d)}) | {g['eigvals'][0]:.2e} | "
+                         f"{g['eigvals'][1]:.2e} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 # ------------------------------------------------------------------------------------------------ tables
 def load_rows(out) -> list[dict]:
     p = Path(out) / "results.jsonl"
     if not p.exists():
         return []
     return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+
+
+def load_geometry(out, worlds=None, modes=None) -> list[dict]:
+    p = Path(out) / "geometry.jsonl"
+    if not p.exists():
+        return []
+    gs = [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+    last = {(g["world"], g["heads"]): g for g in gs}  # the newest per (world, heads)
+    return [g for (w, m), g in last.items() if (worlds is None or w in worlds) and (modes is None or m in modes)]
+
+
+def ensure_geometry(cfg: StudyConfig, specs: list[dict], modes: list[str], client, uri: str) -> None:
+    """Head geometry for (world, heads) pairs estimated before it existed: prepares the inputs again (the GNN
+    run and head cache are reused), estimates nothing."""
+    from estimation import runner
+
+    have = {(g["world"], g["heads"]) for g in load_geometry(cfg.out)}
+    done = {(r["world"], r["heads"]) for r in load_rows(cfg.out)}
+    for spec in specs:
+        for mode in modes:
+            key = (spec["name"], mode)
+            if key in have or key not in done:
+                continue
+            data_dir = ensure_study_world(Path(cfg.out), spec, cfg.size)
+            config = estimation_config(cfg, data_dir, mode, False, f"{spec['name']}/{mode}")
+            inputs = runner.prepare_inputs(config, client, uri)
+            geom = head_geometry(next(iter(inputs.objectives.values())).ranker)
+            with open(Path(cfg.out) / "geometry.jsonl", "a") as f:
+                f.write(json.dumps({"world": spec["name"], "heads": mode, **geom}) + "\n")
 
 
 def summary_table(rows: list[dict]) -> pd.DataFrame:
@@ -330,7 +421,8 @@ def write_reports(cfg: StudyConfig, rows: list[dict]) -> dict[str, Path]:
           "## Identification (median |error| and 90% interval width per weight)", "", markdown_table(ident), "",
           "## Global search vs Nelder-Mead (best loss per world)", "", markdown_table(gvn, 5), "",
           "## Worlds", "", markdown_table(worlds.assign(w_star=worlds.w_star.apply(
-              lambda w: "(" + ", ".join(f"{v:.3f}" for v in w) + ")"))), ""]
+              lambda w: "(" + ", ".join(f"{v:.3f}" for v in w) + ")"))), "",
+          geometry_section(load_geometry(out, set(worlds.world), set(pd.DataFrame(rows).heads)))]
     paths["table_md"].write_text("\n".join(md))
     recovery_figure(rows, paths["figure"])
     return paths
@@ -364,6 +456,8 @@ def run_study(cfg: StudyConfig) -> dict:
                     f.write(json.dumps(r) + "\n")
             best = min((r["l1_error"] for r in rows if r["l1_error"] is not None), default=float("nan"))
             log.info("%s/%s: %d pairs in %.0fs, best L1 %.3f", spec["name"], mode, len(rows), time.time() - t, best)
+    if cfg.geometry:
+        ensure_geometry(cfg, specs, modes, client, uri)
     rows = [r for r in load_rows(out) if r["world"] in {s["name"] for s in specs} and r["heads"] in modes]
     paths = write_reports(cfg, rows)
     exp = client.get_experiment_by_name("recovery-study")

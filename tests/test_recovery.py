@@ -7,8 +7,8 @@ import mlflow
 import numpy as np
 import pytest
 
-from estimation.recovery import (StudyConfig, global_vs_nm, identification_table, run_study, summary_table,
-                                 world_specs)
+from estimation.recovery import (StudyConfig, global_vs_nm, head_geometry, identification_table, run_study,
+                                 summary_table, world_specs)
 
 
 def test_world_specs_cover_edges_and_zero_penalty():
@@ -50,6 +50,20 @@ def test_tables_by_hand():
     assert ident["err_w_complete"] == pytest.approx(0.05)   # median of |l1/2| over 0.01, 0.05, 0.02, 0.15, 0.05
 
 
+def test_head_geometry_finds_collinear_heads():
+    class Ranker:
+        rng = np.random.default_rng(0)
+        a = rng.random((6, 40, 1))
+        probs = np.concatenate([a, rng.random((6, 40, 1)), 0.5 * a + 0.1, rng.random((6, 40, 1))], axis=2)
+        candidates = (np.arange(7) * 20, np.tile(np.arange(0, 40, 2), 6))  # even ids only
+
+    g = head_geometry(Ranker())
+    d = np.array(g["eigvecs"][0])  # p_rewatch = p_complete / 2 + c: d = (1, 0, -2, 0) / sqrt(5) moves no score
+    assert np.allclose(np.abs(d), np.array([1, 0, 2, 0]) / np.sqrt(5), atol=1e-6)
+    assert g["eigvals"][0] < 1e-12 and g["n_pairs"] == 6 * 20 and g["candidates"] == "skyband"
+    assert np.isclose(g["corr"][0][2], 1.0)
+
+
 def test_study_on_two_tiny_worlds_writes_table_figure_and_mlflow_run(tmp_path):
     out = tmp_path / "study"
     cfg = StudyConfig(n_worlds=2, size="tiny", objectives="cat_ce_smooth", optimizers="nelder-mead,grid",
@@ -63,7 +77,8 @@ def test_study_on_two_tiny_worlds_writes_table_figure_and_mlflow_run(tmp_path):
         lo, hi, w = (np.array(r[k]) for k in ("boot_low", "boot_high", "w_star"))
         assert r["boot_covers"] == ((lo - 1e-9 <= w) & (w <= hi + 1e-9)).astype(int).tolist()
     md = (out / "recovery_table.md").read_text()
-    assert "cat_ce_smooth" in md and "median_l1" in md and "grid_minus_nm" in md
+    assert "cat_ce_smooth" in md and "median_l1" in md and "grid_minus_nm" in md and "Head geometry" in md
+    assert len((out / "geometry.jsonl").read_text().splitlines()) == 2
     assert (out / "recovery.png").stat().st_size > 0 and (out / "recovery_table.csv").exists()
     client = mlflow.MlflowClient(res["tracking_uri"])
     exp = client.get_experiment_by_name("recovery-study")
