@@ -59,6 +59,7 @@ class StudyConfig:
     profiles: bool = True                  # profile figure (all objectives through w*) for those worlds
     epochs: int = 8                        # GNN epochs per world (heads gnn)
     geometry: bool = True                  # head-geometry diagnostic per world (added to worlds done before too)
+    report_only: bool = False              # estimate nothing: write the tables and figure from results.jsonl
     out: str = str(PROJECT_ROOT / "data" / "recovery" / "study")
     seed: int = 0                          # optimizer / bootstrap seed
 
@@ -352,6 +353,21 @@ def global_vs_nm(rows: list[dict]) -> pd.DataFrame:
     return piv
 
 
+def gvn_summary(gvn: pd.DataFrame) -> str:
+    """One line per (heads, objective): in how many worlds grid / CMA-ES reached a loss at most Nelder-Mead's."""
+    lines = []
+    for (heads, obj), g in gvn.groupby(["heads", "objective"], sort=False):
+        parts = []
+        for opt in ("grid", "cmaes"):
+            col = f"{opt}_minus_nm"
+            if col in g:
+                d = g[col].dropna()
+                parts.append(f"{opt} <= NM in {int((d <= 0).sum())}/{len(d)} worlds (median diff {d.median():+.4f})")
+        if parts:
+            lines.append(f"- {heads} / {obj}: " + "; ".join(parts))
+    return "\n".join(lines)
+
+
 def _fmt(v, nd=3):
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
         return "-"
@@ -419,7 +435,8 @@ def write_reports(cfg: StudyConfig, rows: list[dict]) -> dict[str, Path]:
     md = [f"# Recovery study ({len(worlds)} {cfg.size} worlds, heads: {cfg.heads})", "",
           "## Recovery error and interval coverage per pair", "", markdown_table(table), "",
           "## Identification (median |error| and 90% interval width per weight)", "", markdown_table(ident), "",
-          "## Global search vs Nelder-Mead (best loss per world)", "", markdown_table(gvn, 5), "",
+          "## Global search vs Nelder-Mead (best loss per world)", "", gvn_summary(gvn), "",
+          markdown_table(gvn, 5), "",
           "## Worlds", "", markdown_table(worlds.assign(w_star=worlds.w_star.apply(
               lambda w: "(" + ", ".join(f"{v:.3f}" for v in w) + ")"))), "",
           geometry_section(load_geometry(out, set(worlds.world), set(pd.DataFrame(rows).heads)))]
@@ -439,11 +456,17 @@ def run_study(cfg: StudyConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     specs = world_specs(cfg.n_worlds, cfg.seed0)
     modes = cfg.modes()
-    (out / "study.json").write_text(json.dumps({"config": dataclasses.asdict(cfg), "worlds": specs}, indent=1))
+    if not cfg.report_only:
+        (out / "study.json").write_text(json.dumps({"config": dataclasses.asdict(cfg), "worlds": specs}, indent=1))
     uri = setup_mlflow(out)
     client = mlflow.MlflowClient(uri)
     done = {(r["world"], r["heads"]) for r in load_rows(out)}
     t0 = time.time()
+    if cfg.report_only:
+        rows = [r for r in load_rows(out) if r["world"] in {s["name"] for s in specs} and r["heads"] in modes]
+        if not rows:
+            raise ValueError(f"--report-only: no results in {out / 'results.jsonl'}")
+        return {"rows": rows, "paths": write_reports(cfg, rows), "run_id": None, "tracking_uri": uri}
     for i, spec in enumerate(specs):
         for mode in modes:
             if (spec["name"], mode) in done:

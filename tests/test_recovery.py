@@ -92,3 +92,6 @@ def test_study_on_two_tiny_worlds_writes_table_figure_and_mlflow_run(tmp_path):
     run_study(cfg)
     assert len((out / "results.jsonl").read_text().splitlines()) == 4
     assert len([r for r in client.search_runs([est.experiment_id]) if "mlflow.parentRunId" not in r.data.tags]) == 2
+    (out / "recovery.png").unlink()
+    rep = run_study(StudyConfig(**{**cfg.__dict__, "report_only": True}))
+    assert len(rep["rows"]) == 4 and (out / "recovery.png").exists() and "<= NM in" in (out / "recovery_table.md").read_text()
