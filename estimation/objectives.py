@@ -18,6 +18,11 @@ Sessions enter the mean when the user watched something and the session has at l
   (K + alpha)), finite and eps-free, and covered categories still matter.
 - `EmbeddingL2`: squared L2 distance between the mean embedding of the watched videos and of the top-K_eff
   (embeddings rounded to a fixed-point grid so that sums are exact: ~1e-13 relative change).
+
+Both read the top-K SETS as masks over each chunk's candidate slots (`Ranker.masks`, the fast path): a category
+count is a bincount of the slots' precomputed (session, observed category) pair numbers, an embedding sum an
+embedding_bag over the selected slots. `per_session(W, path="ids")` uses the id lists instead (`Ranker.chunks`);
+both give identical values. Tensors live on the ranker's device.
 """
 from __future__ import annotations
 
@@ -25,7 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from estimation.ranking import RankedChunk, Ranker, torch_threads
+from estimation.ranking import MaskChunk, RankedChunk, Ranker, torch_threads
 
 
 def _csr(observed, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -49,20 +54,33 @@ class Objective:
         self.n_obs = np.diff(self.obs_indptr)
         self.used = (self.n_obs > 0) & (ranker.k_eff > 0)
         self.n_used = int(self.used.sum())
+        self.device = getattr(ranker, "device", torch.device("cpu"))
         self._cache: dict[int, object] = {}
+        self._mask_cache: dict[int, object] = {}
         self.n_calls = 0
         self.n_evals = 0
 
-    def per_session(self, W) -> np.ndarray:
-        """float64 [B, S] per-session losses; NaN for unused sessions and for non-finite weight rows."""
+    def per_session(self, W, path: str = "mask") -> np.ndarray:
+        """float64 [B, S] per-session losses; NaN for unused sessions and for non-finite weight rows.
+        path: "mask" (top-K sets as slot masks, fast) or "ids" (top-K id lists); same values."""
         W = np.asarray(W, dtype=np.float64).reshape(-1, 4)
         out = np.full((len(W), self.ranker.n_sessions), np.nan)
         ok = np.isfinite(W).all(1)
+        if path not in ("mask", "ids"):
+            raise ValueError(f"path must be 'mask' or 'ids', got {path!r}")
         if ok.any():
-            for ch in self.ranker.chunks(W[ok]):
+            if path == "mask" and hasattr(self.ranker, "masks"):
+                parts = ((ch, self._mask_loss) for ch in self.ranker.masks(W[ok]))
+            else:
+                parts = ((ch, self._chunk_loss) for ch in self.ranker.chunks(W[ok]))
+            full = bool(ok.all())
+            for ch, fn in parts:
                 with torch_threads(self.ranker.threads):
-                    loss = self._chunk_loss(ch).numpy()        # [B_ok, cs]
-                out[np.ix_(ok, ch.rows)] = loss
+                    loss = fn(ch).cpu().numpy()                # [B_ok, cs]
+                if full:
+                    out[:, ch.rows] = loss
+                else:
+                    out[np.ix_(ok, ch.rows)] = loss
         out[:, ~self.used] = np.nan
         return out
 
@@ -95,6 +113,17 @@ class Objective:
     def _chunk_loss(self, ch: RankedChunk) -> torch.Tensor:
         raise NotImplementedError
 
+    def _mask_loss(self, ch: MaskChunk) -> torch.Tensor:
+        raise NotImplementedError
+
+    @staticmethod
+    def _slot_videos(ch: MaskChunk) -> torch.Tensor:
+        """int64 [cs, width]: video id of every slot of a chunk (-1: padding)."""
+        if ch.cand is not None:
+            return ch.cand
+        cs, width = ch.mask.shape[1:]
+        return torch.arange(width, device=ch.mask.device).expand(cs, width)
+
 
 class CategoryCrossEntropy(Objective):
     """Mean over sessions of -sum_c q_c log p_c (observed q, simulated p) for per-video category `codes` [V].
@@ -124,6 +153,8 @@ class CategoryCrossEntropy(Objective):
             raise ValueError(f"prior must be 'catalog' or 'uniform', got {prior!r}")
         self.prior = torch.from_numpy(pi)
         self.name = name or ("cat_ce" if smoothing is None else f"cat_ce_dirichlet{alpha:g}")
+        self._codes_dev = self.codes.to(self.device)
+        self._prior_dev = self.prior.to(self.device)
 
     def _prepare(self, rows):
         """Observed (local session, category, q) triples of a chunk's sessions."""
@@ -143,26 +174,67 @@ class CategoryCrossEntropy(Objective):
                 torch.from_numpy(np.concatenate(c_list).astype(np.int64)),
                 torch.from_numpy(np.concatenate(q_list).astype(np.float64)))
 
+    def _mask_data(self, ch: MaskChunk):
+        """Per chunk (cached): observed pairs (r, c, q) on the device and, for every slot, the number of the
+        pair (its session, its video's category), or P (the pair count) when that category is unobserved."""
+        if ch.index not in self._mask_cache:
+            r, c, q = self._prepare(ch.rows)
+            P = len(r)
+            C1 = self.n_categories + 1
+            vid = self._slot_videos(ch).cpu()
+            cs, width = vid.shape
+            cat = self.codes[torch.where(vid < 0, torch.full_like(vid, len(self.codes) - 1), vid)]
+            slot_key = (torch.arange(cs)[:, None] * C1 + cat).reshape(-1)
+            pair_key = r * C1 + c                                      # ascending (r, then c)
+            pos = torch.searchsorted(pair_key, slot_key).clamp(max=max(P - 1, 0))
+            hit = (pair_key[pos] == slot_key) if P else torch.zeros_like(slot_key, dtype=torch.bool)
+            slot_pair = torch.where(hit, pos, torch.full_like(pos, P)).to(torch.int32)
+            dev = self.device
+            self._mask_cache[ch.index] = (r.to(dev), c.to(dev), q.to(dev), slot_pair.to(dev))
+        return self._mask_cache[ch.index]
+
+    def _mask_loss(self, ch: MaskChunk):
+        r, c, q, slot_pair = self._mask_data(ch)
+        B, cs, width = ch.mask.shape
+        out = torch.zeros((B, cs), dtype=torch.float64, device=ch.mask.device)
+        P = len(r)
+        if P == 0:
+            return out
+        if B == 1:
+            key = slot_pair.masked_select(ch.mask.view(-1)).long()
+        else:
+            nz = ch.mask.view(B, cs * width).nonzero()                 # [M, 2]: (b, slot)
+            key = nz[:, 0] * (P + 1) + slot_pair[nz[:, 1]].long()
+        n = torch.bincount(key, minlength=B * (P + 1)).view(B, P + 1)[:, :P].to(torch.float64)
+        k_eff = ch.k_eff.to(torch.float64)[r]
+        if self.smoothing is None:
+            p = (n / k_eff.clamp(min=1)).clamp(self.eps, 1.0)
+        else:
+            p = (n + self.alpha * self._prior_dev[c]) / (k_eff + self.alpha)
+        return out.index_add_(1, r, -q * torch.log(p))
+
     def _chunk_loss(self, ch):
         r, c, q = self._chunk_data(ch)
         B, cs, kc = ch.ids.shape
         C1 = self.n_categories + 1
+        dev = ch.ids.device
         k_eff = ch.k_eff.to(torch.float64)
-        out = torch.zeros((B, cs), dtype=torch.float64)
+        out = torch.zeros((B, cs), dtype=torch.float64, device=dev)
         if len(r) == 0 or kc == 0:
             return out
-        cats = self.codes[ch.ids]                                   # [B, cs, kc], padding -> C
+        r, c, q = r.to(dev), c.to(dev), q.to(dev)
+        cats = self._codes_dev[ch.ids]                              # [B, cs, kc], padding -> C
         step = max(1, (1 << 22) // max(cs * C1, 1))
         for b0 in range(0, B, step):
             cb = cats[b0 : b0 + step]
             nb = len(cb)
-            base = (torch.arange(nb * cs) * C1).view(nb, cs, 1)
+            base = (torch.arange(nb * cs, device=dev) * C1).view(nb, cs, 1)
             counts = torch.bincount((cb + base).reshape(-1), minlength=nb * cs * C1).view(nb, cs, C1)
             n = counts[:, r, c].to(torch.float64)                   # [nb, pairs]
             if self.smoothing is None:
                 p = (n / k_eff[r].clamp(min=1)).clamp(self.eps, 1.0)
             else:
-                p = (n + self.alpha * self.prior[c]) / (k_eff[r] + self.alpha)
+                p = (n + self.alpha * self._prior_dev[c]) / (k_eff[r] + self.alpha)
             out[b0 : b0 + nb].index_add_(1, r, -q * torch.log(p))
         return out
 
@@ -184,6 +256,7 @@ class EmbeddingL2(Objective):
         emb = np.round(emb * 2.0**q) / 2.0**q
         self.emb = torch.from_numpy(np.vstack([emb, np.zeros((1, emb.shape[1]))]))  # row V: padding
         self.name = name
+        self._emb_dev = self.emb.to(self.device)
 
     def _prepare(self, rows):
         e = self.emb.numpy()
@@ -195,12 +268,25 @@ class EmbeddingL2(Objective):
         return torch.from_numpy(mu)
 
     def _chunk_loss(self, ch):
-        mu_obs = self._chunk_data(ch)                               # [cs, d]
+        mu_obs = self._chunk_data(ch).to(ch.ids.device)             # [cs, d]
         B, cs, kc = ch.ids.shape
         if kc == 0:
-            return torch.zeros((B, cs), dtype=torch.float64)
+            return torch.zeros((B, cs), dtype=torch.float64, device=ch.ids.device)
         V = self.emb.shape[0] - 1
         ids = torch.where(ch.ids < 0, torch.full_like(ch.ids, V), ch.ids).view(B * cs, kc)
-        summed = F.embedding_bag(ids, self.emb, mode="sum").view(B, cs, -1)
+        summed = F.embedding_bag(ids, self._emb_dev, mode="sum").view(B, cs, -1)
+        mu_sim = summed / ch.k_eff.clamp(min=1).to(torch.float64)[None, :, None]
+        return ((mu_obs[None] - mu_sim) ** 2).sum(-1)
+
+    def _mask_loss(self, ch: MaskChunk):
+        if ch.index not in self._mask_cache:
+            self._mask_cache[ch.index] = self._chunk_data(ch).to(self.device)
+        mu_obs = self._mask_cache[ch.index]                         # [cs, d]
+        B, cs, width = ch.mask.shape
+        nz = ch.mask.view(B * cs, width).nonzero()                  # (row, slot), row-major: bags in order
+        vid = self._slot_videos(ch)[nz[:, 0] % cs, nz[:, 1]]
+        counts = torch.bincount(nz[:, 0], minlength=B * cs)
+        offsets = torch.cumsum(counts, 0) - counts
+        summed = F.embedding_bag(vid, self._emb_dev, offsets, mode="sum").view(B, cs, -1)
         mu_sim = summed / ch.k_eff.clamp(min=1).to(torch.float64)[None, :, None]
         return ((mu_obs[None] - mu_sim) ** 2).sum(-1)

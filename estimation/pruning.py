@@ -15,10 +15,16 @@ skyband decides exactly. Vectorized passes per chunk of sessions: (0) a video st
 minimum of the top K under some weight is beaten by those K (O(V) per weight); (1) count beaters among pivots
 (the top K under a few weight vectors), which removes most of the rest; (2) count beaters among the survivors
 pairwise.
+
+The pruned candidates carry their own head probabilities (`Candidates.probs`), so a Ranker built on them never
+reads the [S, V, 4] array again; `cached_skyband` stores them on disk (atomically, .npz) beside the heads cache.
+`workers > 1` splits the sessions over processes (each reads its range of a memory-mapped probs file; `estimation.parallel`).
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -37,6 +43,7 @@ class Candidates:
     indptr: np.ndarray
     values: np.ndarray
     signs: tuple[int, ...] = SIGNS
+    probs: np.ndarray | None = None   # [nnz, 4] head probabilities of the candidates (dtype of the input)
 
     def lengths(self) -> np.ndarray:
         return np.diff(self.indptr)
@@ -86,15 +93,112 @@ def _gather_rows(mask: torch.Tensor, ids_in: torch.Tensor, b: torch.Tensor):
 
 
 def skyband(probs, k, seen=None, pivot_resolution: int = 2, work_elems: int = 1 << 22,
-            chunk_sessions: int | None = None, threads: int | None = 1) -> Candidates:
-    """K-skyband per session (K = k[s]) among the candidates (all videos minus `seen`), as a `Candidates` CSR.
+            chunk_sessions: int | None = None, threads: int | None = 1, workers: int = 1) -> Candidates:
+    """K-skyband per session (K = k[s]) among the candidates (all videos minus `seen`), as a `Candidates` CSR
+    with the candidates' probabilities.
 
     probs [S, V, 4] (array or memmap), k [S], seen: optional CSR of excluded ids. Pivots: the top K under
     the simplex lattice of `pivot_resolution` (benefit weights). `work_elems` bounds the comparison tensors.
-    Runs with `threads` torch threads (default 1: see ranking.torch_threads).
+    Runs with `threads` torch threads (default 1: see ranking.torch_threads). workers > 1 (only for a memmap
+    loaded by np.load, which every worker reopens) splits the sessions into that many processes.
     """
+    S = probs.shape[0]
+    path = getattr(probs, "filename", None)
+    if workers > 1 and path is not None and S >= 2 * workers and _is_npy_view(probs):
+        k = np.asarray(k, dtype=np.int64)
+        s_ptr = s_ids = None
+        if seen is not None:
+            s_ptr, s_ids = _csr(seen, S)
+        bounds = np.linspace(0, S, workers + 1).astype(np.int64)
+        jobs = []
+        for lo, hi in zip(bounds[:-1], bounds[1:]):
+            sub_seen = None if s_ptr is None else (s_ptr[lo:hi + 1] - s_ptr[lo], s_ids[s_ptr[lo]:s_ptr[hi]])
+            jobs.append((str(path), int(lo), int(hi), k[lo:hi], sub_seen, pivot_resolution, work_elems,
+                         chunk_sessions, threads))
+        from estimation.parallel import run_jobs
+
+        return _concat(run_jobs("estimation.pruning", "_skyband_job", jobs, workers))
     with torch_threads(threads):
         return _skyband(probs, k, seen, pivot_resolution, work_elems, chunk_sessions)
+
+
+def _is_npy_view(probs) -> bool:
+    """True when probs is the whole array of its .npy file (so a worker can reopen it)."""
+    try:
+        full = np.load(probs.filename, mmap_mode="r")
+    except Exception:
+        return False
+    return full.shape == probs.shape and full.dtype == probs.dtype
+
+
+def _skyband_job(job) -> Candidates:
+    path, lo, hi, k, seen, pivot_resolution, work_elems, chunk_sessions, threads = job
+    probs = np.load(path, mmap_mode="r")[lo:hi]
+    with torch_threads(threads):
+        return _skyband(probs, k, seen, pivot_resolution, work_elems, chunk_sessions)
+
+
+def _concat(parts: list[Candidates]) -> Candidates:
+    indptr = [np.zeros(1, dtype=np.int64)]
+    off = 0
+    for c in parts:
+        indptr.append(c.indptr[1:] + off)
+        off += int(c.indptr[-1])
+    probs = [c.probs for c in parts]
+    return Candidates(np.concatenate(indptr), np.concatenate([c.values for c in parts]),
+                      parts[0].signs if parts else SIGNS,
+                      None if any(p is None for p in probs) else np.concatenate(probs))
+
+
+# ----------------------------------------------------------------------------------------------- disk cache
+PRUNING_VERSION = "skyband-v1"
+
+
+def save_candidates(path, cand: Candidates) -> None:
+    """Write candidates to `path` (.npz) atomically: a temporary file in the same folder, then a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.stem}.tmp{os.getpid()}.npz")
+    try:
+        arrays = {"indptr": cand.indptr, "values": cand.values, "signs": np.asarray(cand.signs, dtype=np.int64)}
+        if cand.probs is not None:
+            arrays["probs"] = cand.probs
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def load_candidates(path) -> Candidates:
+    with np.load(path) as z:
+        return Candidates(z["indptr"], z["values"], tuple(int(x) for x in z["signs"]),
+                          z["probs"] if "probs" in z.files else None)
+
+
+def skyband_cache_path(cache_dir, heads_key: str, exclude_seen: bool) -> Path:
+    """File of the pruned candidates for a heads cache key and the exclude-seen setting."""
+    tag = "seen" if exclude_seen else "all"
+    return Path(cache_dir) / f"skyband-{heads_key}-{tag}-{PRUNING_VERSION}.npz"
+
+
+def cached_skyband(probs, k, seen=None, cache_path=None, workers: int = 1, **kwargs) -> Candidates:
+    """`skyband`, read from / written to `cache_path` when given. A file that does not fit these sessions
+    (wrong session count or ids out of range) is recomputed."""
+    if cache_path is not None and Path(cache_path).exists():
+        try:
+            cand = load_candidates(cache_path)
+            S, V = probs.shape[:2]
+            if (len(cand.indptr) == S + 1 and int(cand.indptr[-1]) == len(cand.values)
+                    and (len(cand.values) == 0 or int(cand.values.max()) < V)
+                    and (cand.probs is None or cand.probs.shape == (len(cand.values), 4))):
+                return cand
+        except (OSError, ValueError, KeyError):
+            pass
+    cand = skyband(probs, k, seen=seen, workers=workers, **kwargs)
+    if cache_path is not None:
+        save_candidates(cache_path, cand)
+    return cand
 
 
 def _skyband(probs, k, seen, pivot_resolution, work_elems, chunk_sessions) -> Candidates:
@@ -105,12 +209,14 @@ def _skyband(probs, k, seen, pivot_resolution, work_elems, chunk_sessions) -> Ca
         s_ptr, s_ids = _csr(seen, S)
     Wp = torch.from_numpy(simplex_grid(pivot_resolution))                 # [G, 4] >= 0 on benefit coords
     out_lists: list[np.ndarray] = [None] * S  # type: ignore[list-item]
+    out_probs: list[np.ndarray] = [None] * S  # type: ignore[list-item]
     kmax = int(k.max()) if S else 0
     cs = chunk_sessions or max(1, work_elems // max(V * max(len(Wp) * min(kmax, V), 1), 1))
     for s0 in range(0, S, cs):
         rows = np.arange(s0, min(S, s0 + cs))
         n = len(rows)
-        b = _benefit(np.asarray(probs[rows]))                             # [cs, V, 4]
+        chunk_probs = np.asarray(probs[s0:s0 + n])
+        b = _benefit(chunk_probs)                                         # [cs, V, 4]
         allowed = torch.ones((n, V), dtype=torch.bool)
         if s_ptr is not None:
             for r, s in enumerate(rows):
@@ -121,6 +227,7 @@ def _skyband(probs, k, seen, pivot_resolution, work_elems, chunk_sessions) -> Ca
         if kc == 0:
             for s in rows:
                 out_lists[s] = np.zeros(0, np.int64)
+                out_probs[s] = np.zeros((0, 4), dtype=chunk_probs.dtype)
             continue
         # pivots: top K under each lattice weight (scores need not be exact to choose pivots)
         sc = torch.einsum("svj,gj->sgv", b.to(torch.float64), Wp)           # [cs, G, V]
@@ -151,8 +258,10 @@ def _skyband(probs, k, seen, pivot_resolution, work_elems, chunk_sessions) -> Ca
         keep = (sid < V) & (cnt2 < kr[:, None])
         for r, s in enumerate(rows):
             out_lists[s] = sid[r][keep[r]].numpy()
+            out_probs[s] = chunk_probs[r][out_lists[s]]
     lens = np.array([len(x) for x in out_lists], dtype=np.int64)
     indptr = np.zeros(S + 1, dtype=np.int64)
     np.cumsum(lens, out=indptr[1:])
     values = np.concatenate(out_lists).astype(np.int64) if S else np.zeros(0, np.int64)
-    return Candidates(indptr, values)
+    cprobs = (np.concatenate(out_probs) if S else np.zeros((0, 4), dtype=np.asarray(probs[:0]).dtype))
+    return Candidates(indptr, values, SIGNS, cprobs)
