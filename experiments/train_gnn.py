@@ -47,11 +47,14 @@ class TrainConfig:
     data_dir: str | None = None      # KuaiRec 2.0 folder; None: the embedded small planted world
     matrix: str = "big"              # which interaction matrix to learn from
     epochs: int = 30                 # maximum epochs (early stopping on val/auc_mean)
-    patience: int = 4                # early-stopping patience in epochs
+    patience: int = 3                # early-stopping patience in epochs
     hidden_dim: int = 64             # node embedding / GCN width (the notebook's checkpoint used 128)
-    batch_size: int = 8192           # supervision edges per step (the full graph is propagated every step)
-    lr: float = 3e-3                 # Adam learning rate
+    batch_size: int = 4096           # supervision edges per step (the full graph is propagated every step)
+    lr: float = 2e-3                 # Adam learning rate
     weight_decay: float = 0.0        # Adam weight decay
+    emb_lr_mult: float = 10.0        # node-embedding learning rate = lr x this
+    emb_init_std: float = 0.1        # node-embedding init N(0, std) (nn.Embedding's default is 1)
+    residual: int = 0                # 1: GCN layers add their input (not the notebook's network; keeps node identity)
     seed: int = 0                    # seed for weights, shuffling and the embedded world
     devices: str = "1"               # Lightning devices (an int, a list like "0,1", or "auto")
     accelerator: str = "cpu"         # cpu, gpu, auto
@@ -124,7 +127,8 @@ def fit_and_log(config: TrainConfig, dataset: Any = None, data_dir: str | None =
     dm = KuaiRecDataModule(dataset, batch_size=config.batch_size, num_workers=config.num_workers)
     dm.setup()
     model = HeadModel.from_graph(dm.graph, dataset_id=str(dataset.dataset_id), hidden_dim=config.hidden_dim,
-                                 lr=config.lr, weight_decay=config.weight_decay)
+                                 lr=config.lr, weight_decay=config.weight_decay, emb_lr_mult=config.emb_lr_mult,
+                                 emb_init_std=config.emb_init_std, residual=bool(config.residual))
 
     n_batches = math.ceil(len(dm.split_rows("train")) / config.batch_size)
     setup_mlflow(config.root, config.experiment)

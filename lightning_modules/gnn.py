@@ -50,8 +50,9 @@ class GNN(nn.Module):
     """Node embeddings -> 3 x (GCNConv + ReLU) -> edge MLP on [h_user, h_video, edge_attr] -> 4 logits."""
 
     def __init__(self, num_nodes: int, num_edge_features: int, hidden_dim: int = 64,
-                 mlp_dims: Sequence[int] = (128, 128, 64), n_heads: int = 4):
+                 mlp_dims: Sequence[int] = (128, 128, 64), n_heads: int = 4, residual: bool = False):
         super().__init__()
+        self.residual = bool(residual)  # x_{l+1} = relu(conv(x_l)) + x_l: keeps each node's own embedding
         self.num_nodes = int(num_nodes)
         self.hidden_dim = int(hidden_dim)
         self.num_edge_features = int(num_edge_features)
@@ -89,9 +90,10 @@ class GNN(nn.Module):
         x = self.node_emb.weight
         for conv in (self.gcn1, self.gcn2, self.gcn3):
             if symmetric:
-                x = F.relu(_SymmetricSpmm.apply(adj_t, conv.lin(x)) + conv.bias)
+                h = F.relu(_SymmetricSpmm.apply(adj_t, conv.lin(x)) + conv.bias)
             else:
-                x = F.relu(conv(x, adj_t))
+                h = F.relu(conv(x, adj_t))
+            x = h + x if self.residual else h
         return x
 
     def score_edges(self, x: torch.Tensor, src: torch.Tensor, dst: torch.Tensor, edge_attr: torch.Tensor) -> torch.Tensor:

@@ -47,7 +47,8 @@ class ClassCounts(Metric):
 class HeadModel(pl.LightningModule):
     def __init__(self, feature_names: Sequence[str], n_users: int, n_videos: int, hidden_dim: int = 64,
                  mlp_dims: Sequence[int] = (128, 128, 64), lr: float = 1e-3, weight_decay: float = 0.0,
-                 n_mp_edges: int = 0, dataset_id: str = "",
+                 n_mp_edges: int = 0, dataset_id: str = "", emb_lr_mult: float = 10.0, emb_init_std: float = 0.1,
+                 residual: bool = False,
                  mu: torch.Tensor | None = None, std: torch.Tensor | None = None,
                  edge_index: torch.Tensor | None = None):
         super().__init__()
@@ -58,11 +59,15 @@ class HeadModel(pl.LightningModule):
             "feature_names": feature_names, "n_users": int(n_users), "n_videos": int(n_videos),
             "hidden_dim": int(hidden_dim), "mlp_dims": [int(d) for d in mlp_dims], "lr": float(lr),
             "weight_decay": float(weight_decay), "n_mp_edges": int(n_mp_edges), "dataset_id": str(dataset_id),
+            "emb_lr_mult": float(emb_lr_mult), "emb_init_std": float(emb_init_std), "residual": bool(residual),
         })
         n_feat = len(feature_names)
         self.feature_names = feature_names
         self.n_users, self.n_videos = int(n_users), int(n_videos)
-        self.gnn = GNN(self.n_users + self.n_videos, n_feat, int(hidden_dim), tuple(mlp_dims), len(HEADS))
+        self.gnn = GNN(self.n_users + self.n_videos, n_feat, int(hidden_dim), tuple(mlp_dims), len(HEADS),
+                       residual=bool(residual))
+        if emb_init_std > 0:  # nn.Embedding's N(0, 1) start is far from anything Adam reaches in a few hundred
+            torch.nn.init.normal_(self.gnn.node_emb.weight, std=float(emb_init_std))  # steps: start small
         self.register_buffer("mu", torch.zeros(n_feat) if mu is None else mu.detach().float().reshape(n_feat).clone())
         self.register_buffer("std", torch.ones(n_feat) if std is None else std.detach().float().reshape(n_feat).clone())
         if edge_index is None:
@@ -210,4 +215,9 @@ class HeadModel(pl.LightningModule):
         self._eval_x = None
 
     def configure_optimizers(self):
-        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        """Adam; the node embeddings (each row sees only its node's edges) learn emb_lr_mult times faster."""
+        emb = self.gnn.node_emb.weight
+        rest = [p for p in self.parameters() if p is not emb]
+        lr = self.hparams.lr
+        return torch.optim.Adam([{"params": [emb], "lr": lr * self.hparams.emb_lr_mult}, {"params": rest}],
+                                lr=lr, weight_decay=self.hparams.weight_decay)

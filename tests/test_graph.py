@@ -153,3 +153,15 @@ def test_real_tiny_world_graph(tiny_world, tmp_path):
     assert g.edge_index.shape[1] == 2 * fwd.shape[1]
     assert g.edge_attr.shape == (len(df), 64) and g.y.shape == (len(df), 4)
     assert torch.isfinite(normalize_features(g.edge_attr, g.mu, g.std)).all()
+
+
+def test_residual_option_same_on_both_paths(graph):
+    torch.manual_seed(1)
+    gnn = GNN(graph.num_nodes, 64, hidden_dim=8, residual=True)
+    adj = normalized_adjacency(graph.edge_index, graph.num_nodes)
+    x0 = gnn.node_emb.weight
+    x = x0
+    for conv in (gnn.gcn1, gnn.gcn2, gnn.gcn3):
+        x = F.relu(conv(x, adj)) + x
+    torch.testing.assert_close(gnn.encode_nodes(adj, symmetric=True), x, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(gnn.encode_nodes(adj), x)
