@@ -182,9 +182,13 @@ def skyband_cache_path(cache_dir, heads_key: str, exclude_seen: bool) -> Path:
     return Path(cache_dir) / f"skyband-{heads_key}-{tag}-{PRUNING_VERSION}.npz"
 
 
-def cached_skyband(probs, k, seen=None, cache_path=None, workers: int = 1, **kwargs) -> Candidates:
+PARALLEL_MIN_PAIRS = 20_000_000   # below this, worker start-up (~5-20 s) is not worth it
+
+
+def cached_skyband(probs, k, seen=None, cache_path=None, workers: int | None = None, **kwargs) -> Candidates:
     """`skyband`, read from / written to `cache_path` when given. A file that does not fit these sessions
-    (wrong session count or ids out of range) is recomputed."""
+    (wrong session count or ids out of range) is recomputed. workers=None: all cores for a memory-mapped probs
+    file of at least PARALLEL_MIN_PAIRS pairs, else 1."""
     if cache_path is not None and Path(cache_path).exists():
         try:
             cand = load_candidates(cache_path)
@@ -195,6 +199,11 @@ def cached_skyband(probs, k, seen=None, cache_path=None, workers: int = 1, **kwa
                 return cand
         except (OSError, ValueError, KeyError):
             pass
+    if workers is None:
+        from estimation.parallel import default_workers
+
+        big = probs.shape[0] * probs.shape[1] >= PARALLEL_MIN_PAIRS
+        workers = default_workers() if big and getattr(probs, "filename", None) is not None else 1
     cand = skyband(probs, k, seen=seen, workers=workers, **kwargs)
     if cache_path is not None:
         save_candidates(cache_path, cand)

@@ -66,7 +66,7 @@ class EstimationConfig:
     grid_max_evals: int = 0            # the grid's budget; 0: its whole lattice + refinement (C(n+3,3) + 4*124)
     min_sess_len: int = 5              # valid test sessions have at least this many interactions
     exclude_seen: bool = True          # candidates exclude videos the user watched before the session
-    precision: str = "fp32"            # head prediction precision: fp32 or bf16
+    precision: str = "auto"            # head prediction: auto (split bf16 where the hardware has bf16, else fp32), fp32, bf16
     seed: int = 0                      # seed for stochastic optimizers and the bootstrap
     heads: str = "gnn"                 # gnn (trained head model) or oracle (a planted world's true head probabilities)
     prune: bool = True                 # exact skyband candidate pruning (constrained space only; same results, faster)
@@ -207,7 +207,7 @@ def check_config(config: EstimationConfig) -> tuple[list[str], list[str]]:
     objective_names = config.names("objectives", OBJECTIVES)
     optimizer_names = config.names("optimizers", OPTIMIZERS)
     for name, value, allowed in (("space", config.space, SPACES), ("heads", config.heads, HEAD_SOURCES),
-                                 ("precision", config.precision, ("fp32", "bf16")),
+                                 ("precision", config.precision, ("auto", "fp32", "bf16")),
                                  ("checkpoint", config.checkpoint, ("best", "last"))):
         if value not in allowed:
             raise UsageError(f"--{name}: unknown value {value!r}; choose from {', '.join(allowed)}")
@@ -294,9 +294,7 @@ def prepare_inputs(config: EstimationConfig, client=None, uri: str | None = None
         raise UsageError(f"no valid test sessions (test split, length >= {config.min_sess_len}) in {data_dir}")
     gnn_run, trained = None, False
     if config.heads == "gnn":
-        import torch
-
-        from estimation.heads import heads_cache_key, predict_session_heads, video_embeddings
+        from estimation.heads import heads_cache_key, predict_session_heads, resolve_precision, video_embeddings
         from lightning_modules.checkpoints import check_compatible, checkpoint_artifact, load_checkpoint_file
 
         t = time.time()
@@ -309,14 +307,15 @@ def prepare_inputs(config: EstimationConfig, client=None, uri: str | None = None
         check_compatible(model, dataset)
         timings["gnn_s"] = time.time() - t
         t = time.time()
-        dtype = torch.bfloat16 if config.precision == "bf16" else torch.float32
-        key = heads_cache_key(ckpt_path, dataset.dataset_id, keys, config.precision)
+        precision = resolve_precision(config.precision)
+        heads_key = heads_cache_key(ckpt_path, dataset.dataset_id, keys, precision)
         heads = predict_session_heads(model, dataset, keys, cache_dir=Path(config.root) / "data" / "cache" / "heads",
-                                      cache_key=key, dtype=dtype)
+                                      cache_key=heads_key, dtype=precision)
         probs, k = heads.probs, heads.k
         video_emb = video_embeddings(model)
     else:
         t = time.time()
+        heads_key = None
         probs, video_emb = oracle_heads(data_dir, dataset, keys)
         k = sessions["sess_len"].to_numpy().astype(np.int64)
     timings["heads_s"] = time.time() - t
@@ -325,9 +324,13 @@ def prepare_inputs(config: EstimationConfig, client=None, uri: str | None = None
     observed = observed_videos(dataset.interactions, keys)
     seen = seen_before(dataset.interactions, dataset.sessions, keys) if config.exclude_seen else None
     if config.prune and config.space == "constrained":
-        from estimation.pruning import skyband
+        from estimation.pruning import cached_skyband, skyband_cache_path
 
-        cand = skyband(probs, k, seen=seen)
+        # cached beside the heads cache (GNN heads only), keyed by the heads key and exclude-seen
+        cache = (skyband_cache_path(Path(config.root) / "data" / "cache" / "heads", heads_key, config.exclude_seen)
+                 if heads_key else None)
+        cand = cached_skyband(probs, k, seen=seen, cache_path=cache)
+        timings["prune_s"] = time.time() - t
         ranker = Ranker(probs, k, candidates=cand)
         log.info("pruning: %.1f candidates per session kept of %d", cand.lengths().mean(), probs.shape[1])
     else:

@@ -1,0 +1,117 @@
+"""The main job's pruning wiring (estimation.runner.prepare_inputs): with the 'constrained' space it ranks on
+K-skyband candidates, cached beside the heads cache (keyed by the heads key and exclude-seen, written atomically)
+and giving the same losses as ranking the whole catalog; the 'reference' space does not prune. The GNN is a
+small random HeadModel patched in for the trained one (no training in this test)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from estimation import pruning, runner
+from estimation.runner import EstimationConfig, prepare_inputs
+from estimation.search_space import get_space
+
+
+@pytest.fixture()
+def fake_gnn(monkeypatch, tmp_path):
+    """Replace 'find or train a GNN and load its checkpoint' by a random HeadModel of the dataset's shape."""
+    import lightning_modules.checkpoints as ck
+    from lightning_modules.head_model import HeadModel
+
+    ckpt = tmp_path / "fake.ckpt"
+    ckpt.write_bytes(b"fake checkpoint 1")
+    models = {}
+
+    def load(path):
+        return models["m"]
+
+    def find(client, dataset_id, run_id, uri):
+        return "fake-run"
+
+    monkeypatch.setattr(runner, "find_gnn_run", find)
+    monkeypatch.setattr(ck, "checkpoint_artifact", lambda run, which, tracking_uri=None: ckpt)
+    monkeypatch.setattr(ck, "load_checkpoint_file", load)
+    monkeypatch.setattr(ck, "check_compatible", lambda model, dataset: None)
+
+    def make(dataset):
+        torch.manual_seed(0)
+        models["m"] = HeadModel(dataset.feature_names, dataset.n_users, dataset.n_videos, hidden_dim=8).eval()
+    return make
+
+
+def _inputs(root, world, **kw):
+    cfg = EstimationConfig(data_dir=str(world), root=str(root), objectives="cat_ce,emb_l2", **kw)
+    return prepare_inputs(cfg)
+
+
+def test_constrained_space_ranks_on_cached_skyband(tmp_path, tiny_world, fake_gnn, monkeypatch):
+    from datamodules.dataset import load_dataset, prepare_dataset
+
+    root = tmp_path / "proj"
+    fake_gnn(load_dataset(prepare_dataset(tiny_world, cache_root=root / "data" / "processed")))
+    pruned = _inputs(root, tiny_world)
+    cache_dir = root / "data" / "cache" / "heads"
+    sky = sorted(p.name for p in cache_dir.glob("skyband-*"))
+    heads = sorted(p.name for p in cache_dir.glob("heads-*"))
+    assert len(heads) == 1 and len(sky) == 1 and sky[0].endswith(f"-seen-{pruning.PRUNING_VERSION}.npz")
+    assert sky[0].startswith("skyband-" + heads[0][len("heads-"):-len(".npy")])      # keyed by the heads key
+    assert not list(cache_dir.glob("*.tmp*"))
+    ranker = pruned.objectives["cat_ce"].objective.ranker
+    assert ranker.candidates is not None and ranker.signs == pruning.SIGNS
+    assert len(ranker.candidates[1]) < ranker.n_sessions * ranker.n_videos                # something pruned
+
+    full = _inputs(root, tiny_world, prune=False)
+    assert full.objectives["cat_ce"].objective.ranker.candidates is None
+    W = get_space("constrained").to_w(np.random.default_rng(0).normal(size=(40, 3)))
+    for name in ("cat_ce", "emb_l2"):
+        np.testing.assert_array_equal(pruned.objectives[name].objective.per_session(W),
+                                      full.objectives[name].objective.per_session(W))
+
+    # a second run reads the cache: the skyband is not recomputed
+    def boom(*a, **k):
+        raise AssertionError("skyband recomputed despite the cache")
+
+    monkeypatch.setattr(pruning, "skyband", boom)
+    again = _inputs(root, tiny_world)
+    np.testing.assert_array_equal(again.objectives["cat_ce"].objective.ranker.candidates[1], ranker.candidates[1])
+    monkeypatch.undo()
+
+
+def test_exclude_seen_and_reference_space(tmp_path, tiny_world, fake_gnn):
+    from datamodules.dataset import load_dataset, prepare_dataset
+
+    root = tmp_path / "proj"
+    fake_gnn(load_dataset(prepare_dataset(tiny_world, cache_root=root / "data" / "processed")))
+    cache_dir = root / "data" / "cache" / "heads"
+    _inputs(root, tiny_world, exclude_seen=False)
+    assert [p.name.split("-")[2] for p in cache_dir.glob("skyband-*")] == ["all"]
+    ref = _inputs(root, tiny_world, space="reference")
+    assert ref.objectives["cat_ce"].objective.ranker.candidates is None                  # no pruning there
+    assert len(list(cache_dir.glob("skyband-*"))) == 1
+
+
+def test_skyband_cache_is_atomic_and_validated(tmp_path, monkeypatch):
+    rng = np.random.default_rng(0)
+    probs = rng.random((6, 50, 4)).astype(np.float16)
+    k = rng.integers(2, 8, size=6)
+    path = pruning.skyband_cache_path(tmp_path, "abc", True)
+    real = pruning.save_candidates
+
+    def crash(p, cand):          # dies after writing part of the temporary file
+        tmp = p.with_name(f"{p.stem}.tmp1.npz")
+        tmp.write_bytes(b"partial")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pruning, "save_candidates", crash)
+    with pytest.raises(KeyboardInterrupt):
+        pruning.cached_skyband(probs, k, cache_path=path)
+    assert not path.exists()
+    monkeypatch.setattr(pruning, "save_candidates", real)
+    a = pruning.cached_skyband(probs, k, cache_path=path)
+    b = pruning.cached_skyband(probs, k, cache_path=path)
+    np.testing.assert_array_equal(a.values, b.values)
+    np.testing.assert_array_equal(a.probs, b.probs)
+    # a file for other sessions is recomputed, not trusted
+    c = pruning.cached_skyband(probs[:4], k[:4], cache_path=path)
+    assert len(c.indptr) == 5
