@@ -134,7 +134,7 @@ def fit_and_log(config: TrainConfig, dataset: Any = None, data_dir: str | None =
     setup_mlflow(config.root, config.experiment)
     logger = MLFlowLogger(
         experiment_name=config.experiment, run_name=config.run_name, tracking_uri=tracking_uri(config.root),
-        artifact_location=artifact_location(config.root),
+        artifact_location=artifact_location(config.root, config.experiment),
         tags={"dataset_id": str(dataset.dataset_id), "data_dir": str(data_dir or ""), "stage": "gnn-training"})
     writer = None
     if config.predict_out:

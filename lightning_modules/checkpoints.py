@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+from urllib.parse import unquote, urlparse
 from pathlib import Path
 from typing import Any
 
@@ -53,11 +54,11 @@ def checkpoint_artifact(run_id: str, which: str = "best", tracking_uri: str | No
     except Exception as e:
         raise FileNotFoundError(f"no MLflow run {run_id} at {uri} ({e.__class__.__name__})") from None
     art = run.info.artifact_uri
-    local_root = Path(art[len("file://"):]) if art.startswith("file://") else Path(art)
-    if dst_dir is None and "://" not in art and (local_root / rel).is_file():
-        return local_root / rel  # a local artifact store: read in place, no copy
-    if dst_dir is None and art.startswith("file://") and (local_root / rel).is_file():
-        return local_root / rel
+    parsed = urlparse(art)
+    if dst_dir is None and parsed.scheme in ("", "file"):
+        local = Path(unquote(parsed.path) if parsed.scheme == "file" else art) / rel
+        if local.is_file():
+            return local  # a local artifact store: read in place, no copy
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
         local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=rel, tracking_uri=uri,

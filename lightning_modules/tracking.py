@@ -1,8 +1,6 @@
-"""MLflow store helpers (CONTRACTS section 6): sqlite database and artifacts inside ``<root>/mlruns``.
-
-Kept tiny and dependency-free so training and estimation agree on one layout; if ``estimation/tracking.py``
-grows the same helpers, both must return the same URI for the same root.
-"""
+"""MLflow store helpers for training (CONTRACTS section 6), delegating to the project's one layout in
+``estimation/tracking.py``: sqlite database ``<root>/mlruns/mlflow.db``, artifacts under
+``<root>/mlruns/artifacts/<experiment>``."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,31 +9,33 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 TRAINING_EXPERIMENT = "gnn-training"
 
 
-def store_dir(root=None) -> Path:
-    d = Path(root or PROJECT_ROOT).resolve() / "mlruns"
-    d.mkdir(parents=True, exist_ok=True)
-    return d
+def _root(root=None) -> Path:
+    return Path(root or PROJECT_ROOT).resolve()
 
 
 def tracking_uri(root=None) -> str:
-    return f"sqlite:///{store_dir(root) / 'mlflow.db'}"
+    return f"sqlite:///{_root(root) / 'mlruns' / 'mlflow.db'}"
 
 
-def artifact_location(root=None) -> str:
-    return str(store_dir(root) / "artifacts")
+def artifact_location(root=None, experiment: str = TRAINING_EXPERIMENT) -> str:
+    return (_root(root) / "mlruns" / "artifacts" / experiment).as_uri()
 
 
 def setup_mlflow(root=None, experiment: str = TRAINING_EXPERIMENT) -> str:
-    """Point the mlflow client at the store under ``root`` and make sure ``experiment`` exists; returns its id."""
+    """Create the store and the project's experiments (estimation.tracking.setup_mlflow), and ``experiment``
+    if it is another one; returns the experiment id."""
     import mlflow
 
-    mlflow.set_tracking_uri(tracking_uri(root))
-    client = mlflow.MlflowClient()
+    from estimation.tracking import setup_mlflow as _setup
+
+    uri = _setup(_root(root))
+    assert uri == tracking_uri(root), (uri, tracking_uri(root))
+    client = mlflow.MlflowClient(uri)
     exp = client.get_experiment_by_name(experiment)
     if exp is not None:
         return exp.experiment_id
     try:
-        return client.create_experiment(experiment, artifact_location=f"{artifact_location(root)}")
+        return client.create_experiment(experiment, artifact_location=artifact_location(root, experiment))
     except Exception:  # created concurrently by another process
         exp = client.get_experiment_by_name(experiment)
         if exp is None:
