@@ -217,6 +217,18 @@ class PairKernel:
         buf[:, 2 * d :] = buf[:, :d]
         return buf
 
+    def _split_mm(self, xs: torch.Tensor, w: torch.Tensor, b: torch.Tensor, o: torch.Tensor) -> None:
+        """o = b + xs @ w with fp32 accumulation and output (xs, w: split operands)."""
+        if self.device.type == "cuda":
+            try:
+                torch.add(torch.mm(xs, w, out_dtype=torch.float32), b, out=o)
+                return
+            except (TypeError, RuntimeError):  # no bf16 -> fp32 mm here: exact fp32 products of the bf16 parts
+                torch.addmm(b, xs.float(), w.float(), out=o)
+                return
+        with _bf16_fp32_math():
+            torch.addmm(b, xs, w, out=o)
+
     @torch.no_grad()
     def run(self, session_part: torch.Tensor, out: np.ndarray, progress=None) -> None:
         """out[s, v, :] = probabilities for session part row s and every video (out: [n, V, 4] numpy, any float
@@ -248,12 +260,7 @@ class PairKernel:
                     for i, (w, b, relu) in enumerate(self.layers):
                         o = bufs[i + 1][:m]
                         if self.split and i < last:
-                            xs = self._split_into(h, sbufs[i][:m])
-                            if self.device.type == "cuda":
-                                torch.add(torch.mm(xs, w, out_dtype=torch.float32), b, out=o)
-                            else:
-                                with _bf16_fp32_math():
-                                    torch.addmm(b, xs, w, out=o)
+                            self._split_mm(self._split_into(h, sbufs[i][:m]), w, b, o)
                         else:
                             torch.addmm(b, h, w, out=o)
                         h = o.relu_() if relu else o
