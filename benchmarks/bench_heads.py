@@ -171,9 +171,13 @@ def main(argv=None) -> int:
 
             peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
                        resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024 ** 2
-            print(f"MEASURED whole prediction: {wall / 60:.1f} min wall with {workers} workers "
-                  f"(goal <= 10 min), file {heads.probs.nbytes / 1e9:.2f} GB float16, peak RSS {peak:.2f} GB",
-                  flush=True)
+            print(f"MEASURED whole prediction of {args.sessions} sessions: {wall / 60:.2f} min wall with {workers} "
+                  f"workers ({wall / args.sessions * 1e3:.2f} ms/session), file {heads.probs.nbytes / 1e9:.2f} GB "
+                  f"float16, peak RSS {peak:.2f} GB (parent or a worker)", flush=True)
+            if args.sessions < KUAIREC_SESSIONS:
+                print(f"  EXTRAPOLATED linearly to {KUAIREC_SESSIONS} sessions: "
+                      f"{wall * KUAIREC_SESSIONS / args.sessions / 60:.1f} min wall at this load (goal <= 10 min)",
+                      flush=True)
     return 0
 
 
