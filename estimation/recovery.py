@@ -168,6 +168,7 @@ def run_world(cfg: StudyConfig, spec: dict, mode: str, index: int, client, uri: 
                 row[f"{name}_low"], row[f"{name}_high"] = np.asarray(lo).tolist(), np.asarray(hi).tolist()
                 row[f"{name}_covers"] = cov.astype(int).tolist()
             row["boot_std"] = np.asarray(u.boot_std).tolist() if u.boot_std is not None else None
+            row["estimate_gap"] = None if not math.isfinite(u.estimate_gap) else float(u.estimate_gap)
         rows.append(row)
     return rows
 
@@ -314,6 +315,9 @@ def summary_table(rows: list[dict]) -> pd.DataFrame:
                 lo = np.array([c for c in g[f"{name}_low"] if isinstance(c, list)], dtype=float)
                 hi = np.array([c for c in g[f"{name}_high"] if isinstance(c, list)], dtype=float)
                 rec[f"{name}_width"] = float(np.median((hi - lo).mean(1)))
+        if "estimate_gap" in g and g["estimate_gap"].notna().any():
+            gap = g["estimate_gap"].dropna().astype(float)
+            rec["beaten_by_candidate"] = float((gap > 1e-12).mean())  # share of worlds: not the candidate min
         rec["median_seconds"] = float(np.median(g["seconds"]))
         out.append(rec)
     return pd.DataFrame(out)

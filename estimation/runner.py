@@ -542,8 +542,12 @@ def format_summary(summary: dict) -> str:
         lines.append(line)
         u = r.uncertainty
         if u is not None and u.ci_low is not None:
-            lines.append(f"{'':<14} {u.tag + ' boot':<12} " + " ".join(
-                f"{f'[{lo:.2f},{hi:.2f}]':>10}".replace("-0.00", "0.00") for lo, hi in zip(u.ci_low, u.ci_high)))
+            line = f"{'':<14} {u.tag + ' boot':<12} " + " ".join(
+                f"{f'[{lo:.2f},{hi:.2f}]':>10}".replace("-0.00", "0.00") for lo, hi in zip(u.ci_low, u.ci_high))
+            if u.estimate_gap > 1e-12:  # the bootstrap's candidates hold a better point than the optimizer found
+                line += f"  (a candidate has loss {u.cand_best_loss:.5g}: " + \
+                    ", ".join(f"{v:.3f}" for v in u.cand_best_w) + ")"
+            lines.append(line)
     if w_star is not None:
         lines.append(f"{'planted w*':<27} " + " ".join(f"{v:>10.4f}" for v in w_star))
     return "\n".join(lines)

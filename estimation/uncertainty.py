@@ -198,6 +198,11 @@ class Uncertainty:
     mn_low: np.ndarray = None
     mn_high: np.ndarray = None
     mn_std: np.ndarray = None                       # std of the replicate estimates, rescaled by (m/n)^rate
+    # the full sample on the candidate set: its argmin and how much lower its loss is than the estimate's (> 0:
+    # a candidate beats the optimizer's estimate, so the intervals are centred elsewhere -- an optimizer failure)
+    cand_best_w: np.ndarray = None
+    cand_best_loss: float = float("nan")
+    estimate_gap: float = float("nan")
 
     @property
     def tag(self) -> str:
@@ -208,6 +213,12 @@ class Uncertainty:
         mn_std_w_* and counts (tag = ci90 at level 0.9)."""
         m = {"boot_n": float(self.n_boot), "boot_n_users": float(self.n_users),
              "boot_n_candidates": float(self.n_candidates), "boot_m": float(self.m)}
+        if math.isfinite(self.cand_best_loss):
+            m["boot_cand_best_loss"] = float(self.cand_best_loss)
+        if math.isfinite(self.estimate_gap):
+            m["boot_estimate_gap"] = float(self.estimate_gap)
+        if self.cand_best_w is not None:
+            m.update({f"boot_cand_best_{k}": float(v) for k, v in zip(WEIGHT_KEYS, self.cand_best_w)})
         for i, k in enumerate(WEIGHT_KEYS):
             for name, arr in ((f"{self.tag}_low_", self.ci_low), (f"{self.tag}_high_", self.ci_high),
                               ("boot_std_", self.boot_std), (f"mn_{self.tag}_low_", self.mn_low),
@@ -253,6 +264,11 @@ def bootstrap(W, L, session_users, w_hat, n_boot: int = 200, level: float = 0.9,
     lo_b, hi_b = weight_bounds(signs)
     a = (1.0 - level) / 2.0
 
+    full_w, full_loss = replicate_argmins(W, L, np.ones((1, L.shape[1])))
+    gap = float("nan")
+    at = np.nonzero(np.all(np.abs(W - w_hat[None]) <= 1e-12, axis=1))[0]
+    if len(at) and np.isfinite(L[at[0]]).all() and np.isfinite(full_loss[0]):
+        gap = float(L[at[0]].mean() - full_loss[0])
     uw = bootstrap_user_weights(n_users, int(n_boot), rng) if n_boot else np.zeros((0, n_users))
     boot_w, _ = replicate_argmins(W, L, uw[:, groups])
     ci_low = ci_high = std = None
@@ -277,7 +293,7 @@ def bootstrap(W, L, session_users, w_hat, n_boot: int = 200, level: float = 0.9,
     return Uncertainty(w_hat=w_hat, level=level, n_users=n_users, n_sessions=int(L.shape[1]),
                        n_candidates=int(len(W)), n_boot=int(len(boot_w)), boot_w=boot_w, ci_low=ci_low,
                        ci_high=ci_high, boot_std=std, m=m, rate=rate, mn_w=mn_w, mn_low=mn_low, mn_high=mn_high,
-                       mn_std=mn_std)
+                       mn_std=mn_std, cand_best_w=full_w[0], cand_best_loss=float(full_loss[0]), estimate_gap=gap)
 
 
 def bootstrap_objective(objective: RecordingObjective, space, w_hat, session_users, n_boot: int = 200,

@@ -113,6 +113,19 @@ def test_identical_sessions_give_a_point_interval():
     assert unc.covers(w_hat).all() and not unc.covers(w_hat + [0.01, -0.01, 0, 0]).all()
 
 
+def test_estimate_gap_flags_a_better_candidate():
+    t = np.full(10, 0.0)
+    W, theta = line_candidates(0.05)
+    L = LineObjective(t).per_session(W)
+    best = W[np.argmin(L.mean(1))]
+    unc = bootstrap(W, L, np.arange(10), best, n_boot=5)
+    assert unc.estimate_gap == 0 and np.allclose(unc.cand_best_w, best)
+    off = W[0]  # an optimizer that stopped at theta = -0.2: loss 0.04, the candidate minimum is 0
+    unc = bootstrap(W, L, np.arange(10), off, n_boot=5)
+    assert unc.estimate_gap == pytest.approx(0.04) and unc.metrics()["boot_estimate_gap"] == pytest.approx(0.04)
+    assert not unc.covers(off).all()  # the intervals sit at the better candidate
+
+
 def test_ties_average_and_nonfinite_candidates_never_win():
     W = np.array([[1.0, 0, 0, 0], [0, 1.0, 0, 0], [0, 0, 1.0, 0], [0, 0, 0, -1.0]])
     L = np.array([[1.0, 1.0], [1.0, 1.0], [0.0, np.nan], [5.0, 5.0]])
