@@ -12,7 +12,8 @@ per session, the ratio, achieved GFLOP/s against a single-core sgemm of the tail
 process (the FLOP bound), and the whole-prediction time (S x V pairs) extrapolated from the per-session CPU
 time to `--cores` cores (say so: extrapolated), unless --full runs it (workers = cores, float16 memmap output).
 
-Usage: python benchmarks/bench_heads.py [--nb-sessions 6] [--our-sessions 128] [--full] [--precision fp32|bf16]
+Usage: python benchmarks/bench_heads.py [--nb-sessions 6] [--our-sessions 128] [--full [--full-sessions N]]
+       [--precision auto|fp32|bf16] [--device cpu|cuda]
 """
 from __future__ import annotations
 
@@ -56,7 +57,7 @@ def notebook_session(model, x_nodes, ds, user_feats, session_feats, item_feats, 
     edge_tensor = (edge_tensor - mu) / std
     V = edge_tensor.size(0)
     src = torch.full((V,), user_id, dtype=torch.long)
-    dst = torch.as_tensor(video_ids, dtype=torch.long) + ds.n_users
+    dst = torch.from_numpy(np.array(video_ids, dtype=np.int64)) + ds.n_users
     with torch.no_grad():
         logits = model.gnn.score_edges(x_nodes, src, dst, edge_tensor)
     return torch.sigmoid(logits)
@@ -87,6 +88,8 @@ def main(argv=None) -> int:
     ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "auto"])
     ap.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     ap.add_argument("--full", action="store_true", help="also run the whole prediction (workers = --cores)")
+    ap.add_argument("--full-sessions", type=int, default=None,
+                    help="sessions of the --full run (default --sessions; fewer: extrapolated linearly)")
     ap.add_argument("--skip-notebook", action="store_true")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -95,7 +98,9 @@ def main(argv=None) -> int:
     device = default_device(args.device)
     precision = resolve_precision(args.precision, device)
     t0 = time.perf_counter()
-    ds = synth_feature_dataset(args.users, args.videos, max(args.sessions, args.our_sessions), seed=0)
+    full_sessions = args.full_sessions or args.sessions
+    ds = synth_feature_dataset(args.users, args.videos, max(full_sessions if args.full else 0, args.our_sessions),
+                               seed=0)
     model = random_head_model(ds, hidden=args.hidden, n_edges=args.edges)
     print(f"setup: {args.users} users, {args.videos} videos, {args.sessions} sessions, hidden {args.hidden}, "
           f"{args.edges} edges, device {device}, precision {precision}, threads {args.threads} "
@@ -142,7 +147,7 @@ def main(argv=None) -> int:
         torch.cuda.synchronize()
     our_wall = (time.perf_counter() - t) / len(keys)
     our_cpu = (time.process_time() - c) / len(keys)
-    gw, gc = sgemm_gflops()
+    gw, gc = max(sgemm_gflops(), sgemm_gflops(), key=lambda x: x[1])   # noisy on a shared box: the better
     print(f"ours: {our_wall * 1e3:.2f} ms/session wall, {our_cpu * 1e3:.2f} ms CPU ({len(keys)} sessions; predictor "
           f"setup {setup_s:.1f} s); {flops_ours * V / our_cpu / 1e9:.1f} GFLOP/s CPU of its {flops_ours} FLOP/pair; "
           f"FLOP bound: single-core sgemm 2048x128x128 now {gc:.1f} GFLOP/s CPU ({gw:.1f} wall) -> "
@@ -162,7 +167,7 @@ def main(argv=None) -> int:
 
         workers = min(args.cores, default_workers()) if device.type == "cpu" else 1
         with tempfile.TemporaryDirectory(prefix="bench-heads-", dir=Path(__file__).resolve().parents[1] / "data") as tmp:
-            keys = np.arange(args.sessions)
+            keys = np.arange(full_sessions)
             t, c = time.perf_counter(), time.process_time()
             heads = predict_session_heads(model, ds, keys, cache_dir=Path(tmp), cache_key="bench", dtype=precision,
                                           device=device, workers=workers)
@@ -171,12 +176,12 @@ def main(argv=None) -> int:
 
             peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
                        resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024 ** 2
-            print(f"MEASURED whole prediction of {args.sessions} sessions: {wall / 60:.2f} min wall with {workers} "
-                  f"workers ({wall / args.sessions * 1e3:.2f} ms/session), file {heads.probs.nbytes / 1e9:.2f} GB "
+            print(f"MEASURED whole prediction of {full_sessions} sessions: {wall / 60:.2f} min wall with {workers} "
+                  f"workers ({wall / full_sessions * 1e3:.2f} ms/session), file {heads.probs.nbytes / 1e9:.2f} GB "
                   f"float16, peak RSS {peak:.2f} GB (parent or a worker)", flush=True)
-            if args.sessions < KUAIREC_SESSIONS:
-                print(f"  EXTRAPOLATED linearly to {KUAIREC_SESSIONS} sessions: "
-                      f"{wall * KUAIREC_SESSIONS / args.sessions / 60:.1f} min wall at this load (goal <= 10 min)",
+            if full_sessions < args.sessions:
+                print(f"  EXTRAPOLATED linearly to {args.sessions} sessions: "
+                      f"{wall * args.sessions / full_sessions / 60:.1f} min wall at this load (goal <= 10 min)",
                       flush=True)
     return 0
 

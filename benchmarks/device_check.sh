@@ -34,7 +34,7 @@ step 30 "environment" python -c "import torch, os; print(torch.__version__, 'cud
 step 120 "GPU self-check (CUDA = CPU results)" python benchmarks/gpu_selfcheck.py
 step 150 "head prediction benchmark (cuda, auto precision, whole prediction of $SESSIONS sessions)" \
   python benchmarks/bench_heads.py --device cuda --precision auto --nb-sessions 3 --our-sessions "$OURS" \
-  --sessions "$SESSIONS" --full
+  --full --full-sessions "$SESSIONS"
 step 240 "objective benchmark (cuda ranker, $SESSIONS sessions)" \
   python benchmarks/bench_objective.py --device cuda --sessions "$SESSIONS" --nb-sessions "$NB" \
   --workers "$(nproc)" --reps 5
