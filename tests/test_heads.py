@@ -96,6 +96,9 @@ def test_cache_hit_returns_equal_values(tmp_path):
     fresh = H.predict_session_heads(m, ds, keys).probs                      # float32, no cache
     np.testing.assert_array_equal(np.asarray(second.probs), fresh.astype(np.float16))
     np.testing.assert_array_equal(second.k, ds.sessions.loc[keys, "sess_len"].to_numpy())
+    f32 = H.predict_session_heads(m, ds, keys, cache_dir=tmp_path, cache_key="k1", cache_dtype=np.float32)
+    assert f32.probs.dtype == np.float32 and (tmp_path / "heads-k1-f32.npy").exists()
+    np.testing.assert_array_equal(np.asarray(f32.probs), fresh)
 
 
 def test_crash_mid_write_leaves_no_cache_file(tmp_path, monkeypatch):
