@@ -145,8 +145,15 @@ def find_gnn_run(client, dataset_id: str, run_id: str | None, tracking_uri: str)
         return None
     runs = client.search_runs([exp.experiment_id], filter_string=f"tags.dataset_id = '{dataset_id}' and "
                               "attributes.status = 'FINISHED'", order_by=["attributes.start_time DESC"],
-                              max_results=1)
-    return runs[0].info.run_id if runs else None
+                              max_results=50)
+    # a run whose training crashed after MLflow marked it finished has no checkpoints (no best_val_auc_mean tag)
+    usable = [r for r in runs if "best_val_auc_mean" in r.data.tags]
+    if not usable:
+        return None
+    run = usable[0]
+    log.info("reusing GNN run %s (%s, best val auc_mean %s); --retrain trains a new one", run.info.run_id,
+             run.info.run_name, run.data.tags["best_val_auc_mean"])
+    return run.info.run_id
 
 
 def train_gnn(config: EstimationConfig, dataset, data_dir: Path) -> str:
@@ -211,6 +218,14 @@ def check_config(config: EstimationConfig) -> tuple[list[str], list[str]]:
                                  ("checkpoint", config.checkpoint, ("best", "last"))):
         if value not in allowed:
             raise UsageError(f"--{name}: unknown value {value!r}; choose from {', '.join(allowed)}")
+    for name, value, allowed in (("world-size", config.world_size, ("tiny", "small", "kuairec")),
+                                 ("matrix", config.matrix, ("big", "small"))):
+        if value not in allowed:
+            raise UsageError(f"--{name}: unknown value {value!r}; choose from {', '.join(allowed)}")
+    for name, value in (("max-evals", config.max_evals), ("min-sess-len", config.min_sess_len),
+                        ("grid-resolution", config.grid_resolution), ("epochs", config.epochs)):
+        if value < 1:
+            raise UsageError(f"--{name} must be a positive integer, got {value}")
     if config.bootstrap < 0 or config.bootstrap_resolution < 1:
         raise UsageError("--bootstrap must be >= 0 and --bootstrap-resolution >= 1")
     if not 0 < config.m_exponent <= 1:

@@ -112,3 +112,27 @@ def test_incomplete_data_dir_names_the_missing_file(tmp_path, tiny_world):
 def test_unknown_gnn_run_id_is_a_one_line_error(tmp_path):
     _one_line_error(_cli("--root", tmp_path, "--gnn-run-id", "0123456789abcdef0123456789abcdef"),
                     "0123456789abcdef0123456789abcdef")
+
+
+@pytest.mark.parametrize("flag,value", [("--max-evals", "0"), ("--min-sess-len", "-3"), ("--grid-resolution", "0"),
+                                        ("--world-size", "huge"), ("--matrix", "foo")])
+def test_bad_numeric_and_choice_options_are_one_line_errors(tmp_path, flag, value):
+    """Found by the newcomer review: these were accepted (NaN weights) or ended in a traceback."""
+    _one_line_error(_cli("--root", tmp_path, flag, value), flag)
+
+
+def test_finished_gnn_run_without_checkpoints_is_not_reused(tmp_path):
+    """A training that crashed after MLflow marked the run finished must not block estimation."""
+    from estimation.runner import find_gnn_run
+    from estimation.tracking import setup_mlflow
+
+    uri = setup_mlflow(tmp_path)
+    client = mlflow.MlflowClient(uri)
+    exp = client.get_experiment_by_name("gnn-training")
+    broken = client.create_run(exp.experiment_id, tags={"dataset_id": "d1", "stage": "gnn-training"})
+    client.set_terminated(broken.info.run_id, "FINISHED")
+    assert find_gnn_run(client, "d1", None, uri) is None
+    good = client.create_run(exp.experiment_id, tags={"dataset_id": "d1", "stage": "gnn-training",
+                                                       "best_val_auc_mean": "0.7"})
+    client.set_terminated(good.info.run_id, "FINISHED")
+    assert find_gnn_run(client, "d1", None, uri) == good.info.run_id
