@@ -30,6 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from estimation import ranking
 from estimation.ranking import MaskChunk, RankedChunk, Ranker, torch_threads
 
 
@@ -200,7 +201,7 @@ class CategoryCrossEntropy(Objective):
         P = len(r)
         if P == 0:
             return out
-        if ch.mask.device.type == "cpu":  # numpy's boolean indexing is ~5x faster than torch.masked_select here
+        if ch.mask.device.type == "cpu" and ranking.NUMPY_ON_CPU:  # numpy's boolean indexing: ~5x faster here
             mask, sp = ch.mask.numpy().reshape(B, cs * width), slot_pair.numpy()
             if B == 1:
                 key = sp[mask[0]].astype(np.int64)

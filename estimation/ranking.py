@@ -378,13 +378,16 @@ def _ragged(indptr: np.ndarray, rows: np.ndarray):
     return r_idx, col, start + col
 
 
+NUMPY_ON_CPU = True  # CPU: numpy selection / indexing where faster; False runs the torch path used on GPUs
+
+
 def _kth_values(s2: torch.Tensor, k: torch.Tensor, kc: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Per row r of s2 [R, width]: the k[r]-th largest value t (k[r] >= 1) and the (k[r]+1)-th (-inf if none),
     for k <= kc. CPU: numpy's partition (introselect, ~3x faster than torch.topk on short rows) keeps the
     kc + 1 largest, which are then sorted; other devices: torch.topk."""
     R, width = s2.shape
     m = min(kc + 1, width)
-    if s2.device.type == "cpu":
+    if s2.device.type == "cpu" and NUMPY_ON_CPU:
         a = s2.numpy()
         part = np.partition(a, width - m, axis=1)[:, width - m:] if width > m else a.copy()
         part.sort(axis=1)                                      # ascending: j-th largest at column m - j

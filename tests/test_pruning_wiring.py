@@ -115,3 +115,32 @@ def test_skyband_cache_is_atomic_and_validated(tmp_path, monkeypatch):
     # a file for other sessions is recomputed, not trusted
     c = pruning.cached_skyband(probs[:4], k[:4], cache_path=path)
     assert len(c.indptr) == 5
+
+
+def test_torch_paths_used_on_gpu_match_the_numpy_paths(monkeypatch):
+    """The device-agnostic torch code (what runs on CUDA) gives the same top-K sets and losses as the numpy
+    shortcuts used on CPU; with ties, exclusions and pruned candidates."""
+    from estimation import ranking
+    from estimation.objectives import CategoryCrossEntropy, EmbeddingL2
+    from estimation.ranking import Ranker
+
+    rng = np.random.default_rng(3)
+    S, V = 15, 60
+    probs = (rng.integers(0, 5, size=(S, V, 4)) / 4).astype(np.float16)   # coarse: many ties
+    k = rng.integers(1, 12, size=S)
+    n_seen = rng.integers(0, 6, size=S)
+    seen = (np.concatenate([[0], np.cumsum(n_seen)]), np.concatenate([rng.choice(V, n, replace=False) for n in n_seen]))
+    obs_n = rng.integers(0, 6, size=S)
+    obs = (np.concatenate([[0], np.cumsum(obs_n)]), rng.integers(0, V, obs_n.sum()))
+    codes, emb = rng.integers(0, 6, V), rng.normal(size=(V, 5))
+    W = get_space("constrained").to_w(rng.normal(size=(25, 3)))
+    cand = pruning.skyband(probs, k, seen=seen)
+    out = {}
+    for numpy_on in (True, False):
+        monkeypatch.setattr(ranking, "NUMPY_ON_CPU", numpy_on)
+        vals = []
+        for r in (Ranker(probs, k, seen=seen, chunk_elems=300), Ranker(probs, k, candidates=cand, chunk_elems=200)):
+            vals += [CategoryCrossEntropy(r, obs, codes).per_session(W), EmbeddingL2(r, obs, emb).per_session(W)]
+        out[numpy_on] = vals
+    for a, b in zip(out[True], out[False]):
+        np.testing.assert_array_equal(a, b)
