@@ -32,6 +32,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from datamodules.dataset import _pid_alive  # one liveness check for every atomic cache
+
 from datamodules.schema import FEATURE_NAMES, I_COLUMNS, SESSION_COLUMNS, U_COLUMNS
 
 log = logging.getLogger(__name__)
@@ -335,16 +337,6 @@ def heads_cache_key(checkpoint_path: Path, dataset_id: str, session_keys: np.nda
     h.update(np.ascontiguousarray(session_keys, dtype=np.int64).tobytes())
     h.update(dtype.encode())
     return h.hexdigest()[:16]
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _remove_stale_tmp(path: Path) -> None:

@@ -10,8 +10,6 @@ identification.csv, global_vs_nm.csv, recovery.png, figures/, and a run in the M
 """
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import logging
 import sys
 from pathlib import Path
@@ -20,30 +18,12 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from estimation.cli import parse_config  # noqa: E402
 from estimation.recovery import StudyConfig, markdown_table, run_study, summary_table  # noqa: E402
 
 
-def field_help(cls) -> dict[str, str]:
-    """The comment after each field of a config dataclass, as its --help text."""
-    import inspect
-    import re
-
-    return {m.group(1): m.group(2).strip() for m in re.finditer(r"^\s+(\w+):[^#\n]*#(.*)$", inspect.getsource(cls), re.M)}
-
-
 def parse_args(argv: list[str] | None = None) -> StudyConfig:
-    defaults = StudyConfig()
-    helps = field_help(StudyConfig)
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for f in dataclasses.fields(StudyConfig):
-        flag = "--" + f.name.replace("_", "-")
-        default = getattr(defaults, f.name)
-        if isinstance(default, bool):
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=f"{helps.get(f.name, '')} (default: {default})")
-        else:
-            kind = {int: int, float: float}.get(type(default), str)
-            p.add_argument(flag, type=kind, default=default, help=f"{helps.get(f.name, '')} (default: {default})")
-    return StudyConfig(**vars(p.parse_args(argv)))
+    return parse_config(StudyConfig, argv, __doc__)
 
 
 def main(argv: list[str] | None = None) -> int:

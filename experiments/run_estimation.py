@@ -14,8 +14,6 @@ Prints a summary table and the `mlflow ui` command that shows the runs.
 """
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import logging
 import sys
 from pathlib import Path
@@ -24,30 +22,12 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from estimation.cli import parse_config  # noqa: E402
 from estimation.runner import EstimationConfig, UsageError, format_summary, run  # noqa: E402
 
 
-def field_help(cls) -> dict[str, str]:
-    """The comment after each field of a config dataclass, as its --help text."""
-    import inspect
-    import re
-
-    return {m.group(1): m.group(2).strip() for m in re.finditer(r"^\s+(\w+):[^#\n]*#(.*)$", inspect.getsource(cls), re.M)}
-
-
 def parse_args(argv: list[str] | None = None) -> EstimationConfig:
-    defaults = EstimationConfig()
-    helps = field_help(EstimationConfig)
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for f in dataclasses.fields(EstimationConfig):
-        flag = "--" + f.name.replace("_", "-")
-        default = getattr(defaults, f.name)
-        if isinstance(default, bool):
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=f"{helps.get(f.name, '')} (default: {default})")
-        else:
-            kind = {int: int, float: float}.get(type(default), str)
-            p.add_argument(flag, type=kind, default=default, help=f"{helps.get(f.name, '')} (default: {default})")
-    return EstimationConfig(**vars(p.parse_args(argv)))
+    return parse_config(EstimationConfig, argv, __doc__)
 
 
 def main(argv: list[str] | None = None) -> int:
