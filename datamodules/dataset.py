@@ -85,7 +85,8 @@ def _checked_interactions(raw, repairs: dict) -> pd.DataFrame:
     if missing:
         raise DataError(f"interactions table lacks columns {missing}; expected {need} (CONTRACTS section 1)")
     if len(inter) == 0:
-        raise DataError("interactions table is empty: nothing to split into sessions")
+        raise DataError("interactions table is empty: nothing to split into sessions; the matrix file is empty or "
+                        "truncated: re-download it")
     if inter["timestamp"].isna().any():
         raise DataError(f"interactions.timestamp has {int(inter['timestamp'].isna().sum())} empty values; "
                         "load_kuairec should drop them")
@@ -212,12 +213,13 @@ def file_fingerprint(path: Path, memo: dict | None = None) -> dict:
 def input_files(data_dir: Path, matrix: str) -> dict[str, Path]:
     """The CSVs a `matrix` build reads: that interaction matrix and the five side files."""
     if matrix not in ("big", "small"):
-        raise DataError(f"matrix={matrix!r}: expected 'big' or 'small'")
+        raise DataError(f"--matrix {matrix!r}: expected big or small")
     other = "small_matrix.csv" if matrix == "big" else "big_matrix.csv"
     files = {name: data_dir / name for name in RAW_FILES if name != other}
     missing = [n for n, p in files.items() if not p.is_file()]
     if missing:
-        raise DataError(f"{data_dir}: missing {missing}; expected a KuaiRec 2.0 data folder")
+        raise DataError(f"{data_dir}: missing {', '.join(missing)}; a KuaiRec 2.0 data folder holds all seven CSVs: "
+                        f"re-download the dataset or regenerate the world (experiments/make_world.py)")
     return files
 
 

@@ -31,6 +31,7 @@ INTERACTION_COLUMNS = ["user_id", "video_id", "play_duration", "video_duration",
 CATEGORY_COLUMNS = ["video_id", "cat_level1_id", "cat_level1_name", "cat_level2_id", "cat_level2_name",
                     "cat_level3_id", "cat_level3_name"]
 RATIO_OUTLIER = 5.0
+TIMESTAMP_RANGE = (946684800.0, 4102444800.0)  # Unix seconds of 2000-01-01 and 2100-01-01 (UTC)
 
 
 class DataError(Exception):
@@ -83,6 +84,9 @@ def _check_header(path: Path, repairs: dict) -> list[str]:
     """Compare the header row to schema.RAW_FILES; missing or extra columns raise DataError."""
     with open(path, "rb") as fh:
         first = fh.readline().decode("utf-8", errors="replace")
+    if not first.strip():
+        raise DataError(f"{path.name}: no header line ({path.stat().st_size} bytes); file empty or truncated: "
+                        f"re-download it")
     if first.startswith("\ufeff"):
         first = first[1:]
         repairs[f"{path.stem}.bom_stripped"] = 1
@@ -100,21 +104,78 @@ def _check_header(path: Path, repairs: dict) -> list[str]:
 
 
 def _arrow_read(path: Path, types: dict, columns=None, repairs=None) -> pd.DataFrame:
-    """pyarrow CSV read with explicit column types; conversion failures become DataError."""
+    """pyarrow CSV read with explicit column types; conversion failures become DataError naming the file line."""
     conv = pacsv.ConvertOptions(column_types=types, include_columns=columns, strings_can_be_null=True,
                                 null_values=[""], quoted_strings_can_be_null=False)
     try:
         table = pacsv.read_csv(path, read_options=pacsv.ReadOptions(use_threads=True, block_size=1 << 24),
                                parse_options=pacsv.ParseOptions(newlines_in_values=False), convert_options=conv)
     except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
-        msg = str(e).splitlines()[0]
-        m = re.search(r"column #(\d+)", msg)
-        with open(path, "rb") as fh:
-            header = next(csv.reader([fh.readline().decode("utf-8", "replace").lstrip("\ufeff").rstrip("\r\n")]))
-        col = header[int(m.group(1))] if m and int(m.group(1)) < len(header) else "?"
-        raise DataError(f"{path.name}: column {col} has unreadable values ({msg}); fix or re-download the file") \
-            from None
+        raise DataError(_arrow_error(path, str(e).splitlines()[0], types)) from None
     return table.to_pandas()
+
+
+def _header(path: Path) -> list[str]:
+    with open(path, "rb") as fh:
+        return next(csv.reader([fh.readline().decode("utf-8", "replace").lstrip("\ufeff").rstrip("\r\n")]), [])
+
+
+def _arrow_error(path: Path, msg: str, types: dict) -> str:
+    """One line for a failed pyarrow read: the file line at fault when it can be found (the scan runs only on
+    failure), else pyarrow's own words."""
+    header = _header(path)
+    m = re.search(r"Expected (\d+) columns, got (\d+)", msg)
+    if m:
+        found = _line_with_field_count(path, int(m.group(1)))
+        if found:
+            return (f"{path.name}: line {found[0]} has {found[1]} of {m.group(1)} fields: file truncated or "
+                    f"malformed; re-download it (or repair that line)")
+    m = re.search(r"column #(\d+)", msg)
+    col = header[int(m.group(1))] if m and int(m.group(1)) < len(header) else "?"
+    v = re.search(r"invalid value '(.*)'$", msg)
+    if m and v and col != "?":
+        line = _line_of_value(path, int(m.group(1)), v.group(1))
+        kind = {pa.int64(): "an integer", pa.float64(): "a number"}.get(types.get(col), f"of type {types.get(col)}")
+        if line:
+            return (f"{path.name}: line {line}, column {col}: {v.group(1)!r} is not {kind}; repair that line or "
+                    f"re-download the file")
+    return f"{path.name}: column {col} has unreadable values ({msg}); fix or re-download the file"
+
+
+def _line_with_field_count(path: Path, expected: int) -> tuple[int, int] | None:
+    """(1-based file line, its number of fields) of the first data line without `expected` fields."""
+    with open(path, encoding="utf-8", errors="replace", newline="") as fh:
+        next(fh, None)
+        for i, line in enumerate(fh, start=2):
+            line = line.rstrip("\r\n")
+            if not line:
+                continue
+            n = len(next(csv.reader([line]))) if '"' in line else line.count(",") + 1
+            if n != expected:
+                return i, n
+    return None
+
+
+def _line_of_value(path: Path, col_index: int, value: str) -> int | None:
+    """1-based file line of the first row whose column `col_index` reads `value`."""
+    try:
+        text = pd.read_csv(path, usecols=[col_index], dtype=str, keep_default_na=False, encoding="utf-8-sig").iloc[:, 0]
+    except (ValueError, pd.errors.ParserError, OSError):
+        return None
+    hit = np.flatnonzero(text.to_numpy() == value)
+    return _file_line(hit[0]) if len(hit) else None
+
+
+def _file_line(row_index) -> int:
+    """The 1-based file line of a 0-based data row (line 1 is the header; one line per row in these files)."""
+    return int(row_index) + 2
+
+
+def _lines(mask, k: int = 5) -> str:
+    """'line 12' or 'lines 12, 40, ...': the first k file lines where `mask` (over data rows) holds."""
+    rows = np.flatnonzero(np.asarray(mask))
+    text = ", ".join(str(_file_line(i)) for i in rows[:k]) + (", ..." if len(rows) > k else "")
+    return f"line{'s' if len(rows) > 1 else ''} {text}"
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -174,20 +235,34 @@ def read_matrix(path: Path, repairs: dict) -> pd.DataFrame:
     _check_header(path, repairs)
     df = _arrow_read(path, _MATRIX_TYPES, columns=list(_MATRIX_TYPES))
     stem = path.stem
+    if len(df) == 0:
+        raise DataError(f"{path.name}: no data rows, only the header; file empty or truncated: re-download it")
     for col in ("user_id", "video_id", "play_duration", "video_duration", "watch_ratio"):
         if df[col].isna().any():
-            raise DataError(f"{path.name}: column {col} is empty in {int(df[col].isna().sum())} rows "
-                            f"(e.g. rows {list(np.flatnonzero(df[col].isna())[:5])}); only time/date/timestamp "
-                            f"may be empty: repair or re-download the file")
+            raise DataError(f"{path.name}: column {col} is empty or NaN in {int(df[col].isna().sum())} row(s) (file "
+                            f"{_lines(df[col].isna())}); only time/date/timestamp may be empty: repair or "
+                            f"re-download the file")
     for col in ("user_id", "video_id", "play_duration", "video_duration", "watch_ratio"):
         neg = df[col] < 0
         if neg.any():
-            raise DataError(f"{path.name}: column {col} has negative values, e.g. {_few(df.loc[neg, col])}")
+            raise DataError(f"{path.name}: column {col} has negative values, e.g. {_few(df.loc[neg, col])} (file "
+                            f"{_lines(neg)}): repair or re-download the file")
+    inf = ~np.isfinite(df["watch_ratio"].to_numpy())
+    if inf.any():
+        raise DataError(f"{path.name}: column watch_ratio is infinite in {int(inf.sum())} row(s) (file "
+                        f"{_lines(inf)}): repair or re-download the file")
+    ts = df["timestamp"].to_numpy()
+    bad_ts = ~np.isnan(ts) & ~((ts >= TIMESTAMP_RANGE[0]) & (ts < TIMESTAMP_RANGE[1]))  # also +-inf
+    if bad_ts.any():
+        raise DataError(f"{path.name}: column timestamp holds {int(bad_ts.sum())} value(s) that are not Unix seconds "
+                        f"between 2000 and 2100, e.g. {_few(df.loc[bad_ts, 'timestamp'])} (file "
+                        f"{_lines(bad_ts)}): repair or re-download the file")
     # date: a YYYYMMDD label (or YYYYMMDD.0 as pandas writes floats); never parsed as a number-datetime
     date = df["date"]
     bad = date.notna() & ~((date >= 20000101) & (date <= 20991231) & (date == np.floor(date)))
     if bad.any():
-        raise DataError(f"{path.name}: column date has values that are not YYYYMMDD, e.g. {_few(date[bad])}")
+        raise DataError(f"{path.name}: column date has values that are not YYYYMMDD, e.g. {_few(date[bad])} (file "
+                        f"{_lines(bad)})")
     # Order by (user_id, timestamp, video_id) with two stable integer sorts (np.lexsort is ~10x slower at 12.5M
     # rows); rows without timestamp go last per user. Exact duplicates then sit in runs of equal
     # (user, timestamp, video); only rows in such runs are compared on every column.
@@ -208,6 +283,9 @@ def read_matrix(path: Path, repairs: dict) -> pd.DataFrame:
     has_ts = ~np.isnan(arr["timestamp"][keep])
     _bump(repairs, f"{stem}.rows_without_timestamp_dropped", (~has_ts).sum())
     keep = keep[has_ts]
+    if len(keep) == 0:
+        raise DataError(f"{path.name}: no usable rows ({len(df)} data rows, {int(np.isnan(ts).sum())} without "
+                        f"timestamp); file empty or truncated: re-download it")
     out = pd.DataFrame({c: arr[c][keep] for c in INTERACTION_COLUMNS})
     date = arr["date"][keep]
     _bump(repairs, f"{stem}.rows_without_date_kept", np.isnan(date).sum())

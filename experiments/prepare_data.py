@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import logging
 import sys
 import time
 from pathlib import Path
@@ -16,10 +15,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from datamodules.dataset import DataError, DatasetConfig, load_dataset, prepare_dataset  # noqa: E402
+from estimation.cli import OneLineParser, error, setup_logging  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data-dir", required=True, help="folder with the CSVs, or a parent holding (KuaiRec 2.0/)data/")
     ap.add_argument("--matrix", choices=["big", "small"], default="big", help="interaction matrix (default big)")
     ap.add_argument("--out", default=None,
@@ -39,14 +39,13 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    setup_logging(fmt="%(message)s")
     config = DatasetConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(DatasetConfig)})
     t = time.time()
     try:
         out = prepare_dataset(args.data_dir, args.matrix, config, cache_root=args.out, force=args.force)
     except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return error(e)
     manifest = json.loads((out / "manifest.json").read_text())
     print(f"processed dataset: {out}  ({time.time() - t:.1f} s)")
     print("counts:", json.dumps(manifest["counts"], indent=2))

@@ -77,7 +77,7 @@ def test_bad_matrix_values_named(world_copy):
     (world_copy / "big_matrix.csv").write_text(HEADER + "\n0,1,5,10000,2020-07-05 10:00:00.000,2020-07-05,1.0,0.5\n")
     with pytest.raises(DataError, match="column date"):
         load_kuairec(world_copy)
-    (world_copy / "big_matrix.csv").write_text(HEADER + "\n99999,1,5,10000,2020-07-05 10:00:00.000,20200705,1.,.5\n")
+    (world_copy / "big_matrix.csv").write_text(HEADER + "\n99999,1,5,10000,2020-07-05 10:00:00.000,20200705,1593914400.,.5\n")
     with pytest.raises(DataError, match=r"big_matrix.csv: column user_id .* not in user_features.csv.*99999"):
         load_kuairec(world_copy)
 
