@@ -254,6 +254,10 @@ class PairKernel:
                  for d in widths]
         rows = max(ns, min(n, max(1, (1 << 22) // (V * 4))))  # sessions per output write (~16 MB float32)
         res = torch.empty((rows, V, widths[-1]), dtype=torch.float32, device=self.device)
+        # the narrow last layer's [4, m] output goes to res_t[s, :, v] as contiguous rows; one transpose per
+        # write-out instead of a strided [m, 4] copy per block (measured ~10% of the kernel on CPU)
+        res_t = (torch.empty((rows, widths[-1], V), dtype=torch.float32, device=self.device)
+                 if self.narrow_last else None)
         last = len(self.layers) - 1
         for r0 in range(0, n, rows):
             r1 = min(n, r0 + rows)
@@ -269,7 +273,8 @@ class PairKernel:
                         if i == last and self.narrow_last:
                             o = bufs[i + 1][:, :m]
                             torch.addmm(self.last_t[1], self.last_t[0], h.T, out=o)
-                            h = o.T
+                            res_t[s0 - r0 : s1 - r0, :, v0:v1] = o.view(-1, s1 - s0, v1 - v0).transpose(0, 1)
+                            h = None
                             continue
                         o = bufs[i + 1][:m]
                         if self.split and i < last:
@@ -277,7 +282,10 @@ class PairKernel:
                         else:
                             torch.addmm(b, h, w, out=o)
                         h = o.relu_() if relu else o
-                    res[s0 - r0 : s1 - r0, v0:v1] = h.reshape(s1 - s0, v1 - v0, -1)
+                    if h is not None:
+                        res[s0 - r0 : s1 - r0, v0:v1] = h.reshape(s1 - s0, v1 - v0, -1)
+            if res_t is not None:
+                res[: r1 - r0].copy_(res_t[: r1 - r0].transpose(1, 2))
             block = torch.sigmoid_(res[: r1 - r0])
             if out.dtype == np.float16:
                 block = block.half()
