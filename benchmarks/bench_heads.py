@@ -12,6 +12,10 @@ per session, the ratio, achieved GFLOP/s against a single-core sgemm of the tail
 process (the FLOP bound), and the whole-prediction time (S x V pairs) extrapolated from the per-session CPU
 time to `--cores` cores (say so: extrapolated), unless --full runs it (workers = cores, float16 memmap output).
 
+With --full it also times the notebook style with torch threads = cores (as a notebook runs it) and prints the
+whole-machine wall ratio: the notebook at its better thread count (1 or cores) against our --full run (worker
+processes, start-up included).
+
 Usage: python benchmarks/bench_heads.py [--nb-sessions 6] [--our-sessions 128] [--full [--full-sessions N]]
        [--precision auto|fp32|bf16] [--device cpu|cuda]
 """
@@ -112,7 +116,7 @@ def main(argv=None) -> int:
     V = args.videos
 
     # ---- notebook style
-    nb_wall = nb_cpu = None
+    nb_wall = nb_cpu = nb_machine_wall = None
     if not args.skip_notebook:
         with torch.no_grad():
             x_nodes = model.node_embeddings()
@@ -130,6 +134,18 @@ def main(argv=None) -> int:
         print(f"notebook style: {nb_wall * 1e3:.1f} ms/session wall, {nb_cpu * 1e3:.1f} ms CPU "
               f"({args.nb_sessions} sessions; {flops_nb * V / nb_cpu / 1e9:.1f} GFLOP/s of its {flops_nb} FLOP/pair)",
               flush=True)
+        if args.full:  # as a notebook user runs it: one process, torch's default threads (= cores)
+            torch.set_num_threads(args.cores)
+            t = time.perf_counter()
+            for s in range(args.nb_sessions):
+                notebook_session(model, x_nodes, ds, user_feats, session_feats, item_feats, model.feature_names,
+                                 mu, std, s)
+            multi = (time.perf_counter() - t) / args.nb_sessions
+            torch.set_num_threads(args.threads)
+            nb_machine_wall = min(multi, nb_wall)   # the notebook at its better thread count: a fair baseline
+            print(f"notebook style with {args.cores} torch threads: {multi * 1e3:.1f} ms/session wall; baseline "
+                  f"for the whole-machine ratio: the better of 1 and {args.cores} threads, "
+                  f"{nb_machine_wall * 1e3:.1f} ms/session", flush=True)
 
     # ---- ours (single process)
     t = time.perf_counter()
@@ -183,6 +199,10 @@ def main(argv=None) -> int:
                 print(f"  EXTRAPOLATED linearly to {args.sessions} sessions: "
                       f"{wall * args.sessions / full_sessions / 60:.1f} min wall at this load (goal <= 10 min)",
                       flush=True)
+            if nb_wall is not None:
+                print(f"RATIO whole prediction on this {args.cores}-core machine (notebook style at its better thread "
+                      f"count / ours with {workers} workers, start-up included): "
+                      f"{nb_machine_wall * full_sessions / wall:.1f}x wall (goal >= 10x)", flush=True)
     return 0
 
 
