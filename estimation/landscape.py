@@ -31,17 +31,28 @@ def signs_of(w) -> tuple[int, ...]:
 
 
 def parse_axes(text: str) -> tuple[tuple[int, int], ...]:
-    """'0-1,2-3' or 'complete-long,rewatch-neg' -> ((0, 1), (2, 3))."""
+    """'0-1,2-3' or 'complete-long,rewatch-neg' -> ((0, 1), (2, 3)); '' -> () (profiles only). A bad pair raises
+    a ValueError that says which part is wrong and what is allowed."""
+    allowed = f"use two different heads of {','.join(HEADS)} (or 0..3) joined by '-', e.g. complete-long"
     out = []
     for part in str(text).split(","):
         part = part.strip()
         if not part:
             continue
-        a, b = (s.strip() for s in part.split("-"))
-        i, j = (int(s) if s.isdigit() else HEADS.index(s) for s in (a, b))
-        if i == j or not (0 <= i < 4 and 0 <= j < 4):
-            raise ValueError(f"bad landscape axes {part!r}: two different heads among 0..3 or {HEADS}")
-        out.append((i, j))
+        names = [s.strip() for s in part.split("-")]
+        if len(names) != 2 or not all(names):
+            raise ValueError(f"bad axis pair {part!r}: {allowed}")
+        idx = []
+        for name in names:
+            if name.isdigit() and int(name) < 4:
+                idx.append(int(name))
+            elif name in HEADS:
+                idx.append(HEADS.index(name))
+            else:
+                raise ValueError(f"bad axis {name!r} in {part!r}: {allowed}")
+        if idx[0] == idx[1]:
+            raise ValueError(f"bad axis pair {part!r}: the two heads must differ; {allowed}")
+        out.append((idx[0], idx[1]))
     return tuple(out)
 
 

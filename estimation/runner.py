@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from datamodules.schema import HEADS, WEIGHT_KEYS
+from estimation.cli import end_status, note_killed
 
 log = logging.getLogger("run_estimation")
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -116,6 +117,7 @@ class Inputs:
     head_source: str
     w_star: np.ndarray | None          # planted worlds only; read for evaluation, never by the estimator
     timings: dict
+    gnn_dataset_id: str | None = None  # the dataset the GNN was trained on (differs: parent tagged a mismatch)
 
 
 # ------------------------------------------------------------------------------------------------ stages
@@ -131,16 +133,20 @@ def resolve_data(config: EstimationConfig) -> Path:
 
 def find_gnn_run(client, dataset_id: str, run_id: str | None, tracking_uri: str) -> str | None:
     """The GNN run to use: the named one (checked), else the newest finished one trained on this dataset."""
+    exp = client.get_experiment_by_name("gnn-training")
     if run_id:
         try:
             run = client.get_run(run_id)
         except Exception:
-            raise UsageError(f"--gnn-run-id {run_id}: no such run in {tracking_uri}; list training runs with "
-                             f"`mlflow runs list --experiment-id <id>` or omit the option") from None
+            raise UsageError(f"--gnn-run-id {run_id}: no such run in {tracking_uri}; "
+                             f"{_gnn_runs_hint(client, exp, tracking_uri)}") from None
         if run.data.tags.get("stage") != "gnn-training":
-            raise UsageError(f"--gnn-run-id {run_id} is not a GNN training run (experiment 'gnn-training')")
+            raise UsageError(f"--gnn-run-id {run_id} is not a GNN training run (experiment 'gnn-training'); "
+                             f"{_gnn_runs_hint(client, exp, tracking_uri)}")
+        if "best_val_auc_mean" not in run.data.tags:  # its training crashed or was stopped: no checkpoints
+            raise UsageError(f"--gnn-run-id {run_id} ended {run.info.status} without checkpoints; pass another "
+                             f"--gnn-run-id or omit it (with --retrain to train a new GNN)")
         return run_id
-    exp = client.get_experiment_by_name("gnn-training")
     if exp is None:
         return None
     runs = client.search_runs([exp.experiment_id], filter_string=f"tags.dataset_id = '{dataset_id}' and "
@@ -154,6 +160,18 @@ def find_gnn_run(client, dataset_id: str, run_id: str | None, tracking_uri: str)
     log.info("reusing GNN run %s (%s, best val auc_mean %s); --retrain trains a new one", run.info.run_id,
              run.info.run_name, run.data.tags["best_val_auc_mean"])
     return run.info.run_id
+
+
+def _gnn_runs_hint(client, exp, tracking_uri: str) -> str:
+    """The newest usable GNN runs of the store and the command that lists them all."""
+    if exp is None:
+        return "this store has no GNN runs: omit --gnn-run-id to train one"
+    runs = client.search_runs([exp.experiment_id], filter_string="attributes.status = 'FINISHED'",
+                              order_by=["attributes.start_time DESC"], max_results=20)
+    ids = [f"{r.info.run_id} ({r.info.run_name})" for r in runs if "best_val_auc_mean" in r.data.tags][:3]
+    newest = f"newest GNN runs: {', '.join(ids)}; " if ids else "no finished GNN run here; "
+    return (f"{newest}all: MLFLOW_TRACKING_URI={tracking_uri} mlflow runs list --experiment-id "
+            f"{exp.experiment_id}; or omit --gnn-run-id")
 
 
 def train_gnn(config: EstimationConfig, dataset, data_dir: Path) -> str:
@@ -226,6 +244,8 @@ def check_config(config: EstimationConfig) -> tuple[list[str], list[str]]:
                         ("grid-resolution", config.grid_resolution), ("epochs", config.epochs)):
         if value < 1:
             raise UsageError(f"--{name} must be a positive integer, got {value}")
+    if config.grid_max_evals < 0 or config.landscape_resolution < 2:
+        raise UsageError("--grid-max-evals must be >= 0 (0: the whole lattice) and --landscape-resolution >= 2")
     if config.bootstrap < 0 or config.bootstrap_resolution < 1:
         raise UsageError("--bootstrap must be >= 0 and --bootstrap-resolution >= 1")
     if not 0 < config.m_exponent <= 1:
@@ -306,7 +326,13 @@ def prepare_inputs(config: EstimationConfig, client=None, uri: str | None = None
     sessions = dataset.valid_test_sessions(config.min_sess_len)
     keys = sessions.index.to_numpy().astype(np.int64)
     if len(keys) == 0:
-        raise UsageError(f"no valid test sessions (test split, length >= {config.min_sess_len}) in {data_dir}")
+        s_all = dataset.sessions
+        n_test = int((s_all["split"] == 2).sum())
+        longest = int(s_all.loc[s_all["split"] == 2, "sess_len"].max()) if n_test else 0
+        hint = "use --matrix big or lower --min-sess-len" if config.matrix == "small" else "lower --min-sess-len"
+        raise UsageError(f"no valid test sessions (test split, length >= {config.min_sess_len}) in {data_dir}: "
+                         f"--matrix {config.matrix} gives {len(s_all)} sessions from {len(dataset.interactions)} "
+                         f"interactions, {n_test} in the test split, the longest of length {longest}; {hint}")
     gnn_run, trained = None, False
     if config.heads == "gnn":
         from estimation.heads import heads_cache_key, predict_session_heads, resolve_precision, video_embeddings
@@ -317,6 +343,11 @@ def prepare_inputs(config: EstimationConfig, client=None, uri: str | None = None
         trained = gnn_run is None or config.retrain
         if trained:
             gnn_run = train_gnn(config, dataset, data_dir)
+        gnn_dataset = client.get_run(gnn_run).data.tags.get("dataset_id")
+        if gnn_dataset and gnn_dataset != dataset.dataset_id:
+            log.warning("warning: GNN run %s was trained on dataset %s, not on this data (%s): its heads may not "
+                        "fit; the parent run is tagged gnn_dataset_mismatch=true", gnn_run, gnn_dataset,
+                        dataset.dataset_id)
         ckpt_path = checkpoint_artifact(gnn_run, config.checkpoint, tracking_uri=uri)
         model = load_checkpoint_file(ckpt_path)
         check_compatible(model, dataset)
@@ -355,7 +386,8 @@ def prepare_inputs(config: EstimationConfig, client=None, uri: str | None = None
     timings["ranker_s"] = time.time() - t
     w_star = np.asarray(truth["w_star"], dtype=np.float64) if truth else None
     users = dataset.sessions.loc[keys, "user_id"].to_numpy().astype(np.int64)
-    return Inputs(data_dir, dataset, keys, users, objectives, gnn_run, trained, config.heads, w_star, timings)
+    return Inputs(data_dir, dataset, keys, users, objectives, gnn_run, trained, config.heads, w_star, timings,
+                  gnn_dataset if config.heads == "gnn" else None)
 
 
 def run(config: EstimationConfig) -> dict:
@@ -383,11 +415,17 @@ def estimate(config: EstimationConfig, inputs: Inputs, client, uri: str, t_start
     t_start = time.time() if t_start is None else t_start
     timings = dict(inputs.timings)
     dataset, w_star = inputs.dataset, inputs.w_star
+    mismatch = inputs.gnn_dataset_id is not None and inputs.gnn_dataset_id != dataset.dataset_id
+    default_name = f"{dataset.dataset_id[:8]} {config.objectives} {config.optimizers}" + \
+        (" oracle" if inputs.head_source == "oracle" else "")  # not MLflow's random name: seeding repeats it
     parent = client.create_run(client.get_experiment_by_name("head-weight-estimation").experiment_id,
-                               run_name=config.run_name,
+                               run_name=config.run_name or default_name,
                                tags={"dataset_id": dataset.dataset_id, "gnn_run_id": str(inputs.gnn_run),
                                      "data_dir": str(inputs.data_dir), "planted": str(w_star is not None),
-                                     "heads": inputs.head_source, **{k: str(v) for k, v in (tags or {}).items()}})
+                                     "heads": inputs.head_source,
+                                     **({"gnn_dataset_id": inputs.gnn_dataset_id} if inputs.gnn_dataset_id else {}),
+                                     **({"gnn_dataset_mismatch": "true"} if mismatch else {}),
+                                     **{k: str(v) for k, v in (tags or {}).items()}})
     parent_id = parent.info.run_id
     results: list[PairResult] = []
     status = "FAILED"
@@ -408,6 +446,10 @@ def estimate(config: EstimationConfig, inputs: Inputs, client, uri: str, t_start
         for k, v in timings.items():
             client.log_metric(parent_id, f"time_{k}", v)
         status = "FINISHED"
+    except BaseException as e:  # Ctrl-C / SIGTERM: KILLED, not FAILED
+        status = end_status(e)
+        note_killed(e, parent_id)
+        raise
     finally:
         client.set_terminated(parent_id, status=status)
     return {"parent_run_id": parent_id, "gnn_run_id": inputs.gnn_run, "results": results, "w_star": w_star,
@@ -475,6 +517,10 @@ def _estimate_pair(client, parent_id, obj_name, objective, method, config, input
         status = "FINISHED"
         return PairResult(obj_name, method, np.asarray(res.w), float(res.loss), int(res.n_evals), seconds, child,
                           losses, l1, unc, figures)
+    except BaseException as e:  # Ctrl-C / SIGTERM: KILLED, not FAILED
+        status = end_status(e)
+        note_killed(e, child)
+        raise
     finally:
         client.set_terminated(child, status=status)
 

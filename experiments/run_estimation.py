@@ -22,29 +22,58 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from estimation.cli import parse_config  # noqa: E402
-from estimation.runner import EstimationConfig, UsageError, format_summary, run  # noqa: E402
+from estimation.cli import (choice, error, interrupted_message, interruptible, is_interrupt, parse_config,  # noqa: E402
+                            setup_logging)
+from estimation.runner import (HEAD_SOURCES, OBJECTIVES, OPTIMIZERS, SPACES, EstimationConfig,  # noqa: E402
+                               UsageError, check_config, format_summary, run)
+
+CHOICES = {"objectives": choice(*OBJECTIVES, many=True), "optimizers": choice(*OPTIMIZERS, many=True),
+           "space": choice(*SPACES), "heads": choice(*HEAD_SOURCES), "precision": choice("auto", "fp32", "bf16"),
+           "matrix": choice("big", "small"), "world_size": choice("tiny", "small", "kuairec"),
+           "checkpoint": choice("best", "last")}
 
 
 def parse_args(argv: list[str] | None = None) -> EstimationConfig:
-    return parse_config(EstimationConfig, argv, __doc__)
+    return parse_config(EstimationConfig, argv, __doc__, CHOICES)
+
+
+def _reportable(e: BaseException) -> bool:
+    """Bad input (one line, exit 2) rather than a bug (traceback): usage, data, graph and checkpoint errors. The
+    classes of modules not loaded yet cannot have been raised, so they are not imported for this."""
+    from datamodules.raw import DataError
+
+    kinds = [UsageError, DataError, FileNotFoundError]
+    for module, name in (("datamodules.graph", "GraphError"), ("lightning_modules.checkpoints",
+                                                               "IncompatibleCheckpointError"),
+                         ("lightning_fabric.utilities.exceptions", "MisconfigurationException")):
+        if module in sys.modules:
+            kinds.append(getattr(sys.modules[module], name))
+    return isinstance(e, tuple(kinds))
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    config = parse_args(argv)
+    try:
+        check_config(config)  # before the slow imports: bad options fail in a second
+    except UsageError as e:
+        return error(e)
+    setup_logging()
     import mlflow  # noqa: F401  (configures its loggers on import; quiet them after)
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)
-    config = parse_args(argv)
-    from datamodules.raw import DataError
-    from lightning_modules.checkpoints import IncompatibleCheckpointError
-
     try:
-        summary = run(config)
-    except (UsageError, DataError, FileNotFoundError, IncompatibleCheckpointError) as e:
-        msg = str(e).splitlines()[0] if str(e) else e.__class__.__name__
-        print(f"error: {msg}", file=sys.stderr)
-        return 2
+        with interruptible():
+            summary = run(config)
+    except Exception as e:
+        if not _reportable(e):
+            raise
+        return error(e)
+    except BaseException as e:  # Ctrl-C or SIGTERM: the runs are marked KILLED; one line, exit 128 + signal
+        if not is_interrupt(e):
+            raise
+        msg, status = interrupted_message(e)
+        print(msg, file=sys.stderr)
+        return status
     print()
     print(format_summary(summary))
     t = summary["timings"]
