@@ -9,7 +9,7 @@ The run gets tags dataset_id and data_dir, the config as params, per-epoch train
 """
 from __future__ import annotations
 
-import argparse
+import contextlib
 import dataclasses
 import json
 import logging
@@ -19,33 +19,41 @@ import shutil
 import sys
 import tempfile
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
-import pytorch_lightning as pl  # noqa: E402
-import torch  # noqa: E402
-from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint  # noqa: E402
-from pytorch_lightning.loggers import MLFlowLogger  # noqa: E402
 
-from datamodules.datamodule import KuaiRecDataModule  # noqa: E402
-from datamodules.schema import HEADS  # noqa: E402
-from lightning_modules.checkpoints import CHECKPOINT_ARTIFACT_DIR  # noqa: E402
-from lightning_modules.head_model import HeadModel  # noqa: E402
-from lightning_modules.tracking import TRAINING_EXPERIMENT, artifact_location, setup_mlflow, tracking_uri  # noqa: E402
+from estimation.cli import (choice, end_status, error, interrupted_message, interruptible,  # noqa: E402
+                            is_interrupt, note_killed, parse_config, setup_logging)
+from estimation.runner import UsageError  # noqa: E402
+from lightning_modules.tracking import TRAINING_EXPERIMENT  # noqa: E402
+
+if TYPE_CHECKING:  # torch and Lightning load in seconds: imported where used, so bad options fail at once
+    import pytorch_lightning as pl
+
+    from datamodules.datamodule import KuaiRecDataModule
+    from lightning_modules.head_model import HeadModel
 
 log = logging.getLogger("train_gnn")
+
+
+ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
+
+
+class TrainingError(RuntimeError):
+    """Training ended without what a run must hold (a checkpoint); the run is marked FAILED."""
 
 
 @dataclass
 class TrainConfig:
     data_dir: str | None = None      # KuaiRec 2.0 folder; None: the embedded small planted world
-    matrix: str = "big"              # which interaction matrix to learn from
+    matrix: str = field(default="big", metadata=choice("big", "small"))  # which interaction matrix to learn from
     epochs: int = 30                 # maximum epochs (early stopping on val/auc_mean)
     patience: int = 3                # early-stopping patience in epochs
     hidden_dim: int = 64             # node embedding / GCN width (the notebook's checkpoint used 128)
@@ -56,14 +64,14 @@ class TrainConfig:
     emb_init_std: float = 0.1        # node-embedding init N(0, std) (nn.Embedding's default is 1)
     residual: int = 0                # 1: GCN layers add their input (not the notebook's network; keeps node identity)
     seed: int = 0                    # seed for weights, shuffling and the embedded world
-    devices: str = "1"               # Lightning devices (an int, a list like "0,1", or "auto")
-    accelerator: str = "cpu"         # cpu, gpu, auto
-    strategy: str = "auto"           # auto, ddp, ...
+    devices: str = "1"               # Lightning devices (a count, a list of indices like "0,1", or "auto")
+    accelerator: str = field(default="cpu", metadata=choice(*ACCELERATORS))  # where to train
+    strategy: str = "auto"           # Lightning strategy: auto, ddp, ...
     num_workers: int = 0             # DataLoader workers
     root: str = str(ROOT)            # project root holding mlruns/ and data/
     experiment: str = TRAINING_EXPERIMENT
-    run_name: str | None = None
-    world_size: str = "small"        # embedded world size when data_dir is None
+    run_name: str | None = None      # MLflow run name; default gnn-<dataset id>-h<hidden dim>-e<epochs>
+    world_size: str = field(default="small", metadata=choice("tiny", "small", "kuairec"))  # embedded world size
     predict_out: str | None = None   # also write best-checkpoint probabilities of every interaction (.npy, rows
                                      # of the processed interactions), predicted sharded across the devices
 
@@ -73,11 +81,55 @@ class TrainConfig:
 
 def _devices(value: str) -> Any:
     v = str(value).strip()
-    if v == "auto":
-        return v
-    if "," in v:
-        return [int(x) for x in v.split(",") if x]
-    return int(v)
+    try:
+        if v == "auto":
+            return v
+        if "," in v:
+            out = [int(x) for x in v.split(",") if x.strip()]
+            if not out or min(out) < 0:
+                raise ValueError
+            return out
+        out = int(v)
+        if out == 0 or out < -1:
+            raise ValueError
+        return out
+    except ValueError:
+        raise UsageError(f"--devices {value!r}: expected a count (2; -1 for all), a list of device indices "
+                         f"(0,1) or auto") from None
+
+
+def check_train_config(config: TrainConfig) -> None:
+    """Reject bad options in one line (UsageError) before any data work or MLflow run."""
+    for name, value, low in (("epochs", config.epochs, 1), ("hidden-dim", config.hidden_dim, 1),
+                             ("batch-size", config.batch_size, 1), ("patience", config.patience, 0),
+                             ("num-workers", config.num_workers, 0)):
+        if value < low:
+            raise UsageError(f"--{name} must be >= {low}, got {value}")
+    for name, value in (("lr", config.lr), ("emb-lr-mult", config.emb_lr_mult)):
+        if not (math.isfinite(value) and value > 0):
+            raise UsageError(f"--{name} must be a positive number, got {value}")
+    for name, value in (("weight-decay", config.weight_decay), ("emb-init-std", config.emb_init_std)):
+        if not (math.isfinite(value) and value >= 0):
+            raise UsageError(f"--{name} must be >= 0, got {value}")
+    if config.residual not in (0, 1):
+        raise UsageError(f"--residual must be 0 or 1, got {config.residual}")
+    for name, value, allowed in (("matrix", config.matrix, ("big", "small")),
+                                 ("world-size", config.world_size, ("tiny", "small", "kuairec")),
+                                 ("accelerator", config.accelerator, ACCELERATORS)):
+        if value not in allowed:
+            raise UsageError(f"--{name}: unknown value {value!r}; choose from {', '.join(allowed)}")
+    _devices(config.devices)
+    if config.accelerator in ("gpu", "cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UsageError(f"--accelerator {config.accelerator}: no CUDA GPU is visible to torch "
+                             f"{torch.__version__} (a CPU build, or no driver); use --accelerator cpu")
+    if config.accelerator == "mps":
+        import torch
+
+        if not torch.backends.mps.is_available():
+            raise UsageError("--accelerator mps: MPS is not available here; use --accelerator cpu")
 
 
 def resolve_data_dir(config: TrainConfig) -> str:
@@ -119,7 +171,19 @@ def train(config: TrainConfig, dataset: Any = None, data_dir: str | None = None)
 
 def fit_and_log(config: TrainConfig, dataset: Any = None, data_dir: str | None = None,
                 callbacks: list[pl.Callback] | tuple = ()) -> TrainResult:
-    """:func:`train` with everything it made; ``callbacks`` are added to the Trainer."""
+    """:func:`train` with everything it made; ``callbacks`` are added to the Trainer.
+
+    A run that does not end with its checkpoints logged is marked FAILED (KILLED after Ctrl-C or SIGTERM), never
+    FINISHED, and carries no best_val_auc_mean tag, so estimation never picks it up."""
+    import pytorch_lightning as pl
+    from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+    from pytorch_lightning.loggers import MLFlowLogger
+
+    from datamodules.datamodule import KuaiRecDataModule
+    from lightning_modules.head_model import HeadModel
+    from lightning_modules.tracking import artifact_location, setup_mlflow, tracking_uri
+
+    check_train_config(config)
     _quiet()
     pl.seed_everything(config.seed, workers=True, verbose=False)
     if dataset is None:
@@ -132,8 +196,9 @@ def fit_and_log(config: TrainConfig, dataset: Any = None, data_dir: str | None =
 
     n_batches = math.ceil(len(dm.split_rows("train")) / config.batch_size)
     setup_mlflow(config.root, config.experiment)
+    run_name = config.run_name or f"gnn-{str(dataset.dataset_id)[:8]}-h{config.hidden_dim}-e{config.epochs}"
     logger = MLFlowLogger(
-        experiment_name=config.experiment, run_name=config.run_name, tracking_uri=tracking_uri(config.root),
+        experiment_name=config.experiment, run_name=run_name, tracking_uri=tracking_uri(config.root),
         artifact_location=artifact_location(config.root, config.experiment),
         tags={"dataset_id": str(dataset.dataset_id), "data_dir": str(data_dir or ""), "stage": "gnn-training"})
     writer = None
@@ -153,11 +218,44 @@ def fit_and_log(config: TrainConfig, dataset: Any = None, data_dir: str | None =
         strategy=config.strategy, logger=logger, callbacks=[best_cb, stop_cb, *callbacks], deterministic=True,
         default_root_dir=str(Path(config.root) / "mlruns" / "lightning"), enable_progress_bar=False,
         enable_model_summary=False, log_every_n_steps=max(1, min(50, n_batches)), num_sanity_val_steps=0)
+    staging = (Path(config.root) / "mlruns" / "lightning").resolve()
+    try:
+        return _fit_test_log(config, dataset, data_dir, dm, model, trainer, logger, best_cb, writer)
+    except BaseException as e:
+        run_id = getattr(logger, "_run_id", None)  # None: the run was never created (reading run_id creates it)
+        if run_id and trainer.global_rank == 0:
+            try:
+                logger.experiment.set_terminated(run_id, end_status(e))
+            except Exception:  # the store is gone too: keep the original error
+                log.warning("could not mark run %s %s", run_id, end_status(e))
+            note_killed(e, run_id)
+        if best_cb.dirpath:
+            _drop_staging(Path(best_cb.dirpath), staging)  # this run will never be reused
+        raise
+
+
+def _drop_staging(ckpt_dir: Path, staging: Path) -> None:
+    """Remove Lightning's checkpoint folder of a run (and its experiment folder once empty) under `staging`."""
+    if ckpt_dir.name != "checkpoints" or staging not in ckpt_dir.resolve().parents:
+        return
+    shutil.rmtree(ckpt_dir.parent, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        ckpt_dir.parent.parent.rmdir()  # fails while another run stages there: fine
+
+
+def _fit_test_log(config, dataset, data_dir, dm, model, trainer, logger, best_cb, writer) -> TrainResult:
+    """Fit, test, log checkpoints and tags: the part of :func:`fit_and_log` after the run exists."""
     logger.log_hyperparams({f"config/{k}": v for k, v in config.to_dict().items()})
     trainer.fit(model, datamodule=dm)
     # read these now: test/predict with ckpt_path restore the callback's state as it was in that checkpoint
     best_path, last_path = best_cb.best_model_path, best_cb.last_model_path
     best = None if best_cb.best_model_score is None else float(best_cb.best_model_score)
+    if trainer.global_rank == 0:
+        missing = [p or "(none)" for p in (best_path or last_path, last_path) if not p or not Path(p).is_file()]
+        if missing:
+            raise TrainingError(f"training run {logger.run_id} ended after {trainer.current_epoch} epoch(s) without "
+                                f"its checkpoints ({', '.join(missing)} missing); the run is marked FAILED: "
+                                f"train again (see --epochs, --root)")
     tested = trainer.test(model, datamodule=dm, ckpt_path=best_path or None,
                           verbose=False)
     test_metrics = {k: float(v) for k, v in (tested[0] if tested else {}).items()}
@@ -173,6 +271,8 @@ def fit_and_log(config: TrainConfig, dataset: Any = None, data_dir: str | None =
             shutil.rmtree(writer.out_dir, ignore_errors=True)
     if trainer.global_rank != 0:
         return TrainResult(None, model, test_metrics, best, dm)
+    from lightning_modules.checkpoints import CHECKPOINT_ARTIFACT_DIR
+
     run_id = logger.run_id
     client = logger.experiment
     ckpt_dir = Path(best_path or last_path).parent
@@ -187,13 +287,14 @@ def fit_and_log(config: TrainConfig, dataset: Any = None, data_dir: str | None =
                 "config": config.to_dict()}
         (stage / "info.json").write_text(json.dumps(info, indent=2))
         client.log_artifacts(run_id, str(stage), CHECKPOINT_ARTIFACT_DIR)
-    client.set_tag(run_id, "best_val_auc_mean", str(info["best_score"]))
     oracle = log_oracle_auc(client, run_id, model, dm, data_dir, config.matrix)
     if oracle:
         test_metrics.update(oracle)
-    staging = (Path(config.root) / "mlruns" / "lightning").resolve()
-    if ckpt_dir.name == "checkpoints" and staging in ckpt_dir.resolve().parents:
-        shutil.rmtree(ckpt_dir.parent, ignore_errors=True)  # the MLflow artifacts are the copies that count
+    # last: the tag is what makes the run reusable (estimation.runner.find_gnn_run), so only a complete run has it
+    client.set_tag(run_id, "best_val_auc_mean", str(info["best_score"]))
+    client.set_terminated(run_id, "FINISHED")
+    # the MLflow artifacts are the copies that count
+    _drop_staging(ckpt_dir, (Path(config.root) / "mlruns" / "lightning").resolve())
     return TrainResult(run_id, model, test_metrics, best, dm)
 
 
@@ -209,6 +310,10 @@ def log_oracle_auc(client, run_id: str, model: HeadModel, dm: KuaiRecDataModule,
     truth = load_truth(data_dir)
     if truth is None:
         return {}
+    import torch
+
+    from datamodules.schema import HEADS
+
     g = dm.graph
     rows = dm.split_rows("test")
     model = model.eval().cpu()
@@ -224,25 +329,53 @@ def log_oracle_auc(client, run_id: str, model: HeadModel, dm: KuaiRecDataModule,
 
 
 def parse_args(argv: list[str] | None = None) -> TrainConfig:
-    defaults = TrainConfig()
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for f in dataclasses.fields(TrainConfig):
-        flag = "--" + f.name.replace("_", "-")
-        default = getattr(defaults, f.name)
-        kind = {int: int, float: float}.get(type(default), str)
-        p.add_argument(flag, type=kind, default=default, help=f"(default: {default})")
-    return TrainConfig(**vars(p.parse_args(argv)))
+    return parse_config(TrainConfig, argv, __doc__)
 
 
-def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    torch.set_float32_matmul_precision("high")
+def _reportable(e: BaseException) -> bool:
+    """A problem with the input or the setup (one line, exit 2), not a bug (traceback). Lightning's exception class
+    is looked up only if Lightning was loaded: the options and the data are checked before it is."""
+    from datamodules.raw import DataError
+
+    kinds = [UsageError, DataError, TrainingError, ValueError, FileNotFoundError]  # GraphError is a ValueError
+    fabric = sys.modules.get("lightning_fabric.utilities.exceptions")
+    if fabric is not None:
+        kinds.append(fabric.MisconfigurationException)
+    return isinstance(e, tuple(kinds))
+
+
+def main(argv: list[str] | None = None) -> int:
     config = parse_args(argv)
-    run_id = train(config)
+    try:
+        check_train_config(config)  # before torch and Lightning load and before any MLflow run exists
+    except UsageError as e:
+        return error(e)
+    setup_logging()
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    try:
+        with interruptible():
+            dataset, data_dir = load_training_dataset(config)  # bad data fails here, before Lightning loads
+            import torch
+
+            torch.set_float32_matmul_precision("high")
+            run_id = train(config, dataset, data_dir)
+    except Exception as e:
+        if not _reportable(e):
+            raise
+        return error(e)
+    except BaseException as e:  # Ctrl-C or SIGTERM: the run is marked KILLED; one line, exit 128 + signal
+        if not is_interrupt(e):
+            raise
+        msg, status = interrupted_message(e)
+        print(msg, file=sys.stderr)
+        return status
     if run_id is not None and int(os.environ.get("LOCAL_RANK", "0")) == 0:
+        from lightning_modules.tracking import tracking_uri
+
         print(f"run_id {run_id}")
         print(f"mlflow ui --backend-store-uri {tracking_uri(config.root)}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

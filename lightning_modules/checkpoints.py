@@ -64,7 +64,8 @@ def checkpoint_artifact(run_id: str, which: str = "best", tracking_uri: str | No
         local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=rel, tracking_uri=uri,
                                                     dst_path=None if dst_dir is None else str(dst_dir))
     except Exception as e:  # a run without checkpoints
-        raise FileNotFoundError(f"MLflow run {run_id} at {uri} has no artifact {rel} ({e.__class__.__name__})") from None
+        raise FileNotFoundError(f"MLflow run {run_id} at {uri} has no artifact {rel} ({e.__class__.__name__}): its "
+                                f"training did not finish; use --retrain or another --gnn-run-id") from None
     return Path(local)
 
 
