@@ -147,3 +147,54 @@ def test_ddp_two_cpu_processes_train_and_predict(tiny_world, tmp_path):
     single = predict_rows(model, KuaiRecDataModule(ds, eval_batch_size=700), tmp_path / "single",
                           dict(accelerator="cpu", devices=1))
     np.testing.assert_allclose(single, merged, rtol=0, atol=1e-6)
+
+
+def test_oracle_report_hand_computed():
+    """AUC, oracle AUC and share of lift on a case worked by hand; single-class heads are undefined."""
+    from lightning_modules.oracle import flat_metrics, oracle_report
+
+    y = np.array([[0, 1, 0, 1], [1, 0, 1, 0], [0, 1, 0, 1], [1, 0, 1, 0], [0, 1, 0, 1]], dtype=float)
+    y[:, 3] = 0.0                                             # neg: a single class -> undefined
+    model = np.array([[0.1, .5, .5, .5], [0.3, .5, .5, .5], [0.35, .5, .5, .5], [0.8, .5, .5, .5], [0.2, .5, .5, .5]])
+    true = np.array([[0.2, .5, .5, .5], [0.6, .5, .5, .5], [0.3, .5, .5, .5], [0.9, .5, .5, .5], [0.1, .5, .5, .5]])
+    r = oracle_report(y, model, true)
+    # complete: positives (rows 1, 3) score 0.3, 0.8 against negatives 0.1, 0.35, 0.2: 5 of 6 pairs ordered
+    assert r["complete"]["auc"] == pytest.approx(5 / 6)
+    assert r["complete"]["oracle_auc"] == pytest.approx(1.0)  # 0.6, 0.9 above 0.2, 0.3, 0.1
+    assert r["complete"]["share"] == pytest.approx((5 / 6 - 0.5) / 0.5)
+    assert r["long"]["auc"] == pytest.approx(0.5) and r["long"]["oracle_auc"] == pytest.approx(0.5)
+    assert r["long"]["share"] is None                         # oracle at chance: no lift to share
+    assert r["neg"]["auc"] is None and r["neg"]["share"] is None
+    assert r["rewatch"]["share"] is None
+    assert r["share_mean"] == pytest.approx(r["complete"]["share"])   # the mean over defined shares only
+    m = flat_metrics(r)
+    assert "test/oracle_share_neg" not in m and m["test/oracle_share_complete"] == pytest.approx(2 / 3)
+    with pytest.raises(ValueError, match="covers only 80.0%"):
+        oracle_report(y, model, np.where(np.arange(5)[:, None] == 0, np.nan, true))
+
+
+def test_planted_world_run_logs_oracle_auc_and_share(trained):
+    """The run on a planted world logs per head the oracle AUC of the true probabilities on the test edges and
+    share = (auc - 0.5) / (oracle - 0.5), consistent with the torchmetrics test AUC of the Lightning loop."""
+    root, result, _ = trained
+    metrics = mlflow.MlflowClient(tracking_uri(root)).get_run(result.run_id).data.metrics
+    shares = []
+    for h in HEADS:
+        oracle = metrics[f"test/oracle_auc_{h}"]
+        assert 0.5 < oracle <= 1.0                            # the true probabilities beat chance on every head
+        share = metrics[f"test/oracle_share_{h}"]
+        assert share == pytest.approx((metrics[f"test/auc_{h}"] - 0.5) / (oracle - 0.5), abs=1e-4)
+        shares.append(share)
+    assert metrics["test/oracle_share_mean"] == pytest.approx(np.mean(shares))
+    assert metrics["test/oracle_coverage"] >= 0.99
+
+
+def test_early_stopping_on_validation_mean_auc(tiny_world, tmp_path):
+    """With a learning rate too small to move any weight, val/auc_mean never improves: training stops after
+    patience + 1 epochs of the 6 allowed."""
+    cfg = TrainConfig(data_dir=str(tiny_world), root=str(tmp_path), epochs=6, patience=1, lr=1e-30,
+                      hidden_dim=8, batch_size=1024, seed=3)
+    result = fit_and_log(cfg)
+    history = mlflow.MlflowClient(tracking_uri(tmp_path)).get_metric_history(result.run_id, "val/auc_mean")
+    assert len(history) == 2
+    assert history[0].value == history[1].value
