@@ -813,7 +813,8 @@ def make_world(out_dir, size: str = "small", seed: int = 0, w_star=None, params:
     w = _normalize_w(w_star)
     out_dir = Path(out_dir).resolve()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    _remove_stale_tmp(out_dir)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-{os.getpid()}-", dir=out_dir.parent))
     try:
         os.chmod(tmp, 0o755)
         _generate(tmp, size, int(seed), w, params, side_dir=side_dir)
@@ -821,6 +822,17 @@ def make_world(out_dir, size: str = "small", seed: int = 0, w_star=None, params:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out_dir / DATA_SUBDIR
+
+
+def _remove_stale_tmp(out_dir: Path) -> None:
+    """Remove `.<name>.tmp-<pid>-*` folders beside out_dir left by a generator that was killed (pid gone)."""
+    from datamodules.dataset import _pid_alive  # one liveness check for every atomic cache
+
+    prefix = f".{out_dir.name}.tmp-"
+    for p in out_dir.parent.glob(f"{prefix}*"):
+        pid = p.name[len(prefix):].split("-")[0]
+        if p.is_dir() and pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(p, ignore_errors=True)
 
 
 def world_complete(world_root: Path) -> bool:

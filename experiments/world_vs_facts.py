@@ -1,7 +1,10 @@
-"""Compare a KuaiRec 2.0-shaped folder (a planted world) with the facts of ../shared/DATA_FACTS.md.
+"""Compare a KuaiRec 2.0-shaped folder (a planted world) with facts measured on the real KuaiRec 2.0 download.
+
+    python experiments/world_vs_facts.py --data-dir data/worlds/small-seed0
 
 Prints one line per fact: the real value, the world's value, the tolerance and whether it holds. Count-like
-facts are compared as shares or quantiles, so worlds of any size can be checked.
+facts are compared as shares or quantiles, so worlds of any size can be checked. The real values are written
+into `facts_table` below (measured once on the full download; docs/DATA.md describes the files).
 """
 from __future__ import annotations
 
@@ -15,7 +18,8 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from datamodules import schema  # noqa: E402
-from datamodules.raw import load_kuairec, resolve_data_dir  # noqa: E402
+from datamodules.raw import DataError, load_kuairec, resolve_data_dir  # noqa: E402
+from estimation.cli import OneLineParser, error  # noqa: E402
 
 _L1_REAL = pd.Series({k: n for k, (_, n) in schema.LEVEL1_CATEGORIES.items()}, dtype=float)
 _WINDOWS = [(20200705, 20200712), (20200801, 20200810), (20200827, 20200905)]
@@ -84,10 +88,13 @@ def facts_table(data_dir, matrix: str = "big") -> pd.DataFrame:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__)
+    ap = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data-dir", required=True, help="world root or its 'KuaiRec 2.0/data' folder")
     args = ap.parse_args(argv)
-    df = facts_table(args.data_dir)
+    try:
+        df = facts_table(args.data_dir)
+    except (DataError, OSError, ValueError) as e:  # a missing folder or file, a CSV the reader rejects
+        return error(e if isinstance(e, DataError) else f"--data-dir {args.data_dir}: {e.__class__.__name__}: {e}")
     with pd.option_context("display.width", 160, "display.max_rows", 200, "display.float_format", "{:.4g}".format):
         print(df.to_string(index=False))
     print(f"{int(df['ok'].sum())}/{len(df)} facts within tolerance")
