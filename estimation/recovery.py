@@ -27,14 +27,17 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from datamodules.schema import HEADS, WEIGHT_KEYS
+from estimation.cli import choice
+from estimation.runner import OBJECTIVES, OPTIMIZERS, UsageError
 
 log = logging.getLogger("recovery_study")
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -45,11 +48,12 @@ SIGNS = np.array([1.0, 1.0, 1.0, -1.0])
 @dataclass
 class StudyConfig:
     n_worlds: int = 10                     # number of planted worlds
-    size: str = "small"                    # world size (tiny, small)
+    size: str = field(default="small", metadata=choice("tiny", "small", "kuairec"))  # world size
     seed0: int = 100                       # world i has seed seed0 + i
-    heads: str = "oracle"                  # oracle, gnn or both
-    objectives: str = "cat_ce,cat_ce_smooth,cat_ce_l2,cat_ce_l3,emb_l2"
-    optimizers: str = "nelder-mead,grid,cmaes"
+    heads: str = field(default="oracle", metadata=choice("oracle", "gnn", "both"))  # head source(s)
+    objectives: str = field(default="cat_ce,cat_ce_smooth,cat_ce_l2,cat_ce_l3,emb_l2",
+                            metadata=choice(*OBJECTIVES, many=True))
+    optimizers: str = field(default="nelder-mead,grid,cmaes", metadata=choice(*OPTIMIZERS, many=True))
     max_evals: int = 300                   # per (objective, optimizer); the grid gets its lattice + refinement
     grid_resolution: int = 12              # grid optimizer lattice (455 points at 12)
     bootstrap: int = 200                   # bootstrap replicates per pair (0: no intervals)
@@ -60,8 +64,9 @@ class StudyConfig:
     epochs: int = 8                        # GNN epochs per world (heads gnn)
     geometry: bool = True                  # head-geometry diagnostic per world (added to worlds done before too)
     report_only: bool = False              # estimate nothing: write the tables and figure from results.jsonl
-    out: str = str(PROJECT_ROOT / "data" / "recovery" / "study")
+    out: str = str(PROJECT_ROOT / "data" / "recovery" / "study")  # study folder: worlds, results, tables, mlruns
     seed: int = 0                          # optimizer / bootstrap seed
+    force: bool = False                    # <out> holds a study of other options: move its results aside, start anew
 
     def modes(self) -> list[str]:
         if self.heads == "both":
@@ -105,11 +110,14 @@ def world_specs(n: int, seed0: int = 100) -> list[dict]:
 
 
 def ensure_study_world(out: Path, spec: dict, size: str) -> Path:
-    """Generate the world once (atomically) and return its data folder."""
-    from datamodules.world import DATA_SUBDIR, make_world, world_complete
+    """Generate the world once (atomically) and return its data folder; a world of another size or w* there (an
+    earlier study of another config) is regenerated."""
+    from datamodules.world import DATA_SUBDIR, load_truth, make_world, world_complete
 
     root = Path(out) / "worlds" / spec["name"]
-    if not world_complete(root):
+    truth = load_truth(root) if world_complete(root) else None
+    if truth is None or truth.get("size") != size or truth.get("seed") != spec["seed"] or \
+            not np.allclose(truth.get("w_star"), spec["w_star"], atol=1e-9):
         make_world(root, size=size, seed=spec["seed"], w_star=spec["w_star"])
     return root / DATA_SUBDIR
 
@@ -450,18 +458,72 @@ def write_reports(cfg: StudyConfig, rows: list[dict]) -> dict[str, Path]:
 
 
 # ------------------------------------------------------------------------------------------------ the study
+# options whose change makes earlier results incomparable (n_worlds, heads, figures may change on resume)
+RESULT_KEYS = ("size", "seed0", "objectives", "optimizers", "max_evals", "grid_resolution", "bootstrap",
+               "bootstrap_resolution", "m_exponent", "epochs", "seed")
+
+
+def check_study(cfg: StudyConfig) -> list[str]:
+    """Validate the options, and a resume against the study already in <out>, before anything is written;
+    returns the options that differ from that study (only with force; they are then started afresh)."""
+    from estimation import runner
+
+    for name, value, low in (("n-worlds", cfg.n_worlds, 1), ("landscape-worlds", cfg.landscape_worlds, 0)):
+        if value < low:
+            raise UsageError(f"--{name} must be >= {low}, got {value}")
+    for name, value, allowed in (("size", cfg.size, ("tiny", "small", "kuairec")),
+                                 ("heads", cfg.heads, ("oracle", "gnn", "both"))):
+        if value not in allowed:
+            raise UsageError(f"--{name}: unknown value {value!r}; choose from {', '.join(allowed)}")
+    for mode in cfg.modes():  # objectives, optimizers, budgets: the estimation's own checks
+        runner.check_config(estimation_config(cfg, Path(cfg.out), mode, False, "check"))
+    out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file; pass a folder for the study")
+    if cfg.report_only or not load_rows(out):
+        return []
+    try:
+        old = json.loads((out / "study.json").read_text())["config"]
+    except (OSError, ValueError, KeyError):
+        log.warning("%s has results but no readable study.json: resuming without checking the config", out)
+        return []
+    new = dataclasses.asdict(cfg)
+    diff = [k for k in RESULT_KEYS if k in old and old[k] != new[k]]
+    if diff and not cfg.force:
+        what = ", ".join(f"--{k.replace('_', '-')} {old[k]} (now {new[k]})" for k in diff)
+        raise UsageError(f"--out {out} holds a study run with {what}; resuming would mix the two: use another "
+                         f"--out, the same options, or --force to move the old results aside and start afresh")
+    return diff
+
+
+def _move_old_results(out: Path) -> Path:
+    """--force on a changed config: the old results go to <out>/superseded-<time>/ (nothing is deleted)."""
+    dest = out / time.strftime("superseded-%Y%m%d-%H%M%S")
+    dest.mkdir()
+    for name in ("results.jsonl", "geometry.jsonl", "study.json"):
+        if (out / name).exists():
+            os.replace(out / name, dest / name)
+    log.warning("config changed (--force): old results moved to %s", dest)
+    return dest
+
+
 def run_study(cfg: StudyConfig) -> dict:
     """Run (or resume) the study; returns {'rows', 'paths', 'run_id'}."""
     import mlflow
 
     from estimation.tracking import log_params, setup_mlflow
 
+    changed = check_study(cfg)  # before anything is written
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
+    if changed:
+        _move_old_results(out)
     specs = world_specs(cfg.n_worlds, cfg.seed0)
     modes = cfg.modes()
     if not cfg.report_only:
-        (out / "study.json").write_text(json.dumps({"config": dataclasses.asdict(cfg), "worlds": specs}, indent=1))
+        tmp = out / f".study.json.{os.getpid()}"
+        tmp.write_text(json.dumps({"config": dataclasses.asdict(cfg), "worlds": specs}, indent=1))
+        os.replace(tmp, out / "study.json")
     uri = setup_mlflow(out)
     client = mlflow.MlflowClient(uri)
     done = {(r["world"], r["heads"]) for r in load_rows(out)}

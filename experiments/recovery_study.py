@@ -18,8 +18,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from estimation.cli import parse_config  # noqa: E402
-from estimation.recovery import StudyConfig, markdown_table, run_study, summary_table  # noqa: E402
+from estimation.cli import (error, interrupted_message, interruptible, is_interrupt, parse_config,  # noqa: E402
+                            setup_logging)
+from estimation.recovery import StudyConfig, check_study, markdown_table, run_study, summary_table  # noqa: E402
+from estimation.runner import UsageError  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> StudyConfig:
@@ -27,18 +29,28 @@ def parse_args(argv: list[str] | None = None) -> StudyConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    cfg = parse_args(argv)
+    try:
+        check_study(cfg)  # bad options and a resume with other options fail here, before anything is written
+    except UsageError as e:
+        return error(e)
+    setup_logging()
     import mlflow  # noqa: F401
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)
-    cfg = parse_args(argv)
-    from estimation.runner import UsageError
+    from datamodules.raw import DataError
 
     try:
-        res = run_study(cfg)
-    except (UsageError, ValueError) as e:
-        print(f"error: {str(e).splitlines()[0] if str(e) else e.__class__.__name__}", file=sys.stderr)
-        return 2
+        with interruptible():
+            res = run_study(cfg)
+    except (UsageError, DataError, ValueError) as e:
+        return error(e)
+    except BaseException as e:  # Ctrl-C or SIGTERM: the open runs end KILLED; finished worlds stay in results.jsonl
+        if not is_interrupt(e):
+            raise
+        msg, status = interrupted_message(e)
+        print(msg, file=sys.stderr)
+        return status
     print()
     print(markdown_table(summary_table(res["rows"])))
     print(f"\ntables and figure: {res['paths']['table_md']}  {res['paths']['figure']}")
