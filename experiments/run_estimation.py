@@ -53,9 +53,13 @@ def _reportable(e: BaseException) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     config = parse_args(argv)
-    try:
-        check_config(config)  # before the slow imports: bad options fail in a second
-    except UsageError as e:
+    from datamodules.raw import DataError, resolve_data_dir
+
+    try:  # before the slow imports: bad options and a missing data folder fail in a second
+        check_config(config)
+        if config.data_dir:
+            resolve_data_dir(config.data_dir)
+    except (UsageError, DataError) as e:
         return error(e)
     setup_logging()
     import mlflow  # noqa: F401  (configures its loggers on import; quiet them after)
