@@ -66,6 +66,8 @@ def test_unknown_choices_are_one_line_errors_listing_the_choices(tmp_path, capsy
     for flag, value in (("--optimizers", "nelder-mead,simplex"), ("--space", "free"), ("--heads", "true"),
                         ("--precision", "fp8"), ("--checkpoint", "first"), ("--world-size", "huge")):
         one_line_error_in_process(main, ["--root", tmp_path, flag, value], capsys, flag, "choose from")
+    for flag, value in (("--grid-max-evals", "-1"), ("--landscape-resolution", "1")):  # finding 1, the rest
+        one_line_error_in_process(main, ["--root", tmp_path, flag, value], capsys, flag)
     assert not (tmp_path / "mlruns").exists()
 
 
