@@ -136,9 +136,10 @@ def synth_feature_dataset(n_users: int, n_videos: int, n_sessions: int, seed: in
                         table(n_videos, I_COLUMNS, "video_id"), sessions, n_users, n_videos, list(FEATURE_NAMES))
 
 
-def random_head_model(ds: SynthDataset, hidden: int = 64, n_edges: int = 0, seed: int = 0):
-    """A randomly initialised HeadModel with the real architecture (edge MLP 2H+64 -> 128 -> 128 -> 64 -> 4) and a
-    random message-passing graph of n_edges user-video edges (both directions)."""
+def random_head_model(ds: SynthDataset, hidden: int = 64, n_edges: int = 0, seed: int = 0, node_bias: bool = True):
+    """A randomly initialised HeadModel with the real architecture (edge MLP 2H+64 -> 128 -> 128 -> 64 -> 4, node
+    biases N(0, 0.5) as a trained model has them) and a random message-passing graph of n_edges user-video edges
+    (both directions)."""
     import torch
 
     from lightning_modules.head_model import HeadModel
@@ -149,5 +150,8 @@ def random_head_model(ds: SynthDataset, hidden: int = 64, n_edges: int = 0, seed
     v = ds.n_users + rng.integers(0, ds.n_videos, n_edges)
     ei = torch.from_numpy(np.unique(np.stack([np.concatenate([u, v]), np.concatenate([v, u])]), axis=1))
     m = HeadModel(ds.feature_names, ds.n_users, ds.n_videos, hidden_dim=hidden, edge_index=ei,
-                  mu=torch.zeros(64), std=torch.ones(64))
+                  mu=torch.zeros(64), std=torch.ones(64), node_bias=node_bias)
+    if node_bias:
+        with torch.no_grad():
+            m.gnn.node_bias.weight.normal_(0.0, 0.5)
     return m.eval()

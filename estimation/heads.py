@@ -158,6 +158,10 @@ class HeadPredictor:
         users = torch.tensor(dataset.user_features[U_COLUMNS].to_numpy(np.float32))
         self.e_user = _normalize(users, mu[self.user_pos], std[self.user_pos])
         self.layers = _tail_layers(mlp[1:])
+        # per-node logit offsets (HeadModel node_bias): added after the MLP, per user and per video
+        nb = getattr(model.gnn, "node_bias", None)
+        self.node_bias = None if nb is None else nb.weight.detach().float().cpu()
+        self.video_bias = None if nb is None else self.node_bias[self.n_users :].contiguous()
 
     @property
     def n_videos(self) -> int:
@@ -171,14 +175,20 @@ class HeadPredictor:
         u = torch.from_numpy(np.array(user_ids, dtype=np.int64))
         return self.h_user[u] @ self.w_user.T + self.e_user[u] @ self.w_ufeat.T + e_sess @ self.w_sess.T + self.bias
 
+    def session_bias(self, user_ids: np.ndarray) -> torch.Tensor | None:
+        """The users' logit offsets [n, 4], or None for a model without node biases."""
+        if self.node_bias is None:
+            return None
+        return self.node_bias[torch.from_numpy(np.array(user_ids, dtype=np.int64))].contiguous()
+
     def kernel(self) -> "PairKernel":
-        return PairKernel(self.video_part, self.layers, self.dtype, self.device, self.block)
+        return PairKernel(self.video_part, self.layers, self.dtype, self.device, self.block, self.video_bias)
 
     @torch.no_grad()
     def predict(self, user_ids: np.ndarray, session_keys: np.ndarray, out: np.ndarray, chunk: int | None = None) -> None:
         """Fill out[s, v, :] with head probabilities for the given sessions."""
         sp = self.session_part(user_ids, session_keys)
-        self.kernel().run(sp, out)
+        self.kernel().run(sp, out, session_bias=self.session_bias(user_ids))
 
 
 class PairKernel:
@@ -194,8 +204,9 @@ class PairKernel:
     stays within ~1e-5..1e-4 of fp32. The last layer (64 -> 4) and everything elementwise run in fp32.
     """
 
-    def __init__(self, video_part, layers, dtype=torch.float32, device="cpu", block: int = 2048):
+    def __init__(self, video_part, layers, dtype=torch.float32, device="cpu", block: int = 2048, video_bias=None):
         self.device = torch.device(device)
+        self.video_bias = None if video_bias is None else video_bias.to(self.device, torch.float32)  # [V, 4] logits
         self.split = dtype == torch.bfloat16
         self.dtype = dtype
         self.block = int(block)
@@ -236,12 +247,13 @@ class PairKernel:
             torch.addmm(b, xs, w, out=o)
 
     @torch.no_grad()
-    def run(self, session_part: torch.Tensor, out: np.ndarray, progress=None) -> None:
+    def run(self, session_part: torch.Tensor, out: np.ndarray, progress=None, session_bias=None) -> None:
         """out[s, v, :] = probabilities for session part row s and every video (out: [n, V, 4] numpy, any float
-        dtype, may be a memmap)."""
+        dtype, may be a memmap). session_bias [n, 4] (and the kernel's video_bias) are added to the logits."""
         V, D1 = self.vp.shape
         n = session_part.shape[0]
         sp = session_part.to(self.device, torch.float32)
+        sb = None if session_bias is None else session_bias.to(self.device, torch.float32)
         ns = max(1, self.block // V)                           # sessions per step (small catalogs)
         vb = min(V, self.block)                                # videos per step
         m_max = ns * vb
@@ -286,6 +298,10 @@ class PairKernel:
                         res[s0 - r0 : s1 - r0, v0:v1] = h.reshape(s1 - s0, v1 - v0, -1)
             if res_t is not None:
                 res[: r1 - r0].copy_(res_t[: r1 - r0].transpose(1, 2))
+            if self.video_bias is not None:
+                res[: r1 - r0] += self.video_bias[None]
+            if sb is not None:
+                res[: r1 - r0] += sb[r0:r1, None]
             block = torch.sigmoid_(res[: r1 - r0])
             if out.dtype == np.float16:
                 block = block.half()
@@ -312,9 +328,9 @@ class _bf16_fp32_math:
 def _kernel_job(job) -> int:
     """Worker process: fill rows [lo, hi) of the memory-mapped output .npy at `path`."""
     torch.set_num_threads(1)
-    kernel = PairKernel(job["video_part"], job["layers"], job["dtype"], "cpu", job["block"])
+    kernel = PairKernel(job["video_part"], job["layers"], job["dtype"], "cpu", job["block"], job.get("video_bias"))
     out = np.load(job["path"], mmap_mode="r+")
-    kernel.run(job["session_part"], out[job["lo"]:job["hi"]])
+    kernel.run(job["session_part"], out[job["lo"]:job["hi"]], session_bias=job.get("session_bias"))
     out.flush()
     return job["hi"] - job["lo"]
 
@@ -411,6 +427,7 @@ def _fill(model, dataset, user_ids, session_keys, out, dtype, progress, device=N
           path: Path | None = None) -> None:
     predictor = HeadPredictor(model, dataset, dtype=dtype, device=device)
     sp = predictor.session_part(user_ids, session_keys)
+    sb = predictor.session_bias(user_ids)
     S, V = len(session_keys), predictor.n_videos
     if workers is None:
         workers = (os.cpu_count() or 1) if S * V >= PARALLEL_MIN_PAIRS else 1
@@ -421,13 +438,14 @@ def _fill(model, dataset, user_ids, session_keys, out, dtype, progress, device=N
             out.flush()
         bounds = np.linspace(0, S, workers + 1).astype(np.int64)
         jobs = [dict(video_part=predictor.video_part, layers=predictor.layers, dtype=predictor.dtype,
-                     block=predictor.block, path=str(path), lo=int(lo), hi=int(hi), session_part=sp[lo:hi].clone())
+                     block=predictor.block, path=str(path), lo=int(lo), hi=int(hi), session_part=sp[lo:hi].clone(),
+                     video_bias=predictor.video_bias, session_bias=None if sb is None else sb[lo:hi].clone())
                 for lo, hi in zip(bounds[:-1], bounds[1:])]
         run_jobs("estimation.heads", "_kernel_job", jobs, workers)
         if progress is not None:
             progress(S, S)
         return
-    predictor.kernel().run(sp, out, progress)
+    predictor.kernel().run(sp, out, progress, session_bias=sb)
 
 
 def video_embeddings(model) -> np.ndarray:

@@ -61,7 +61,7 @@ class StudyConfig:
     m_exponent: float = 0.7
     landscape_worlds: int = 1              # the first this many worlds get landscape figures in MLflow
     profiles: bool = True                  # profile figure (all objectives through w*) for those worlds
-    epochs: int = 8                        # GNN epochs per world (heads gnn)
+    epochs: int = 12                       # GNN epochs per world (heads gnn; at most, early stopping)
     geometry: bool = True                  # head-geometry diagnostic per world (added to worlds done before too)
     report_only: bool = False              # estimate nothing: write the tables and figure from results.jsonl
     out: str = str(PROJECT_ROOT / "data" / "recovery" / "study")  # study folder: worlds, results, tables, mlruns

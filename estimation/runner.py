@@ -58,7 +58,7 @@ class EstimationConfig:
     gnn_run_id: str | None = None      # MLflow run of the GNN to use; default: newest finished run for this dataset
     checkpoint: str = "best"           # which checkpoint of that run: best or last
     retrain: bool = False              # train a new GNN even if one exists for this dataset
-    epochs: int = 8                    # GNN epochs when training is needed
+    epochs: int = 12                   # GNN epochs when training is needed (at most; early stopping, patience 3)
     objectives: str = "cat_ce,emb_l2"  # comma list from OBJECTIVES
     optimizers: str = "nelder-mead"    # comma list from OPTIMIZERS
     space: str = "constrained"         # constrained (+,+,+,- on sum|w|=1) or reference (the notebook's per objective)

@@ -60,9 +60,10 @@ class TrainConfig:
     batch_size: int = 4096           # supervision edges per step (the full graph is propagated every step)
     lr: float = 2e-3                 # Adam learning rate
     weight_decay: float = 0.0        # Adam weight decay
-    emb_lr_mult: float = 10.0        # node-embedding learning rate = lr x this
+    emb_lr_mult: float = 3.0         # learning rate of the per-node parameters (embeddings, biases) = lr x this
     emb_init_std: float = 0.1        # node-embedding init N(0, std) (nn.Embedding's default is 1)
     residual: int = 0                # 1: GCN layers add their input (not the notebook's network; keeps node identity)
+    node_bias: int = 1               # 1: a learned logit offset per user and per video and head (0: the notebook's network)
     seed: int = 0                    # seed for weights, shuffling and the embedded world
     devices: str = "1"               # Lightning devices (a count, a list of indices like "0,1", or "auto")
     accelerator: str = field(default="cpu", metadata=choice(*ACCELERATORS))  # where to train
@@ -111,8 +112,9 @@ def check_train_config(config: TrainConfig) -> None:
     for name, value in (("weight-decay", config.weight_decay), ("emb-init-std", config.emb_init_std)):
         if not (math.isfinite(value) and value >= 0):
             raise UsageError(f"--{name} must be >= 0, got {value}")
-    if config.residual not in (0, 1):
-        raise UsageError(f"--residual must be 0 or 1, got {config.residual}")
+    for name, value in (("residual", config.residual), ("node-bias", config.node_bias)):
+        if value not in (0, 1):
+            raise UsageError(f"--{name} must be 0 or 1, got {value}")
     for name, value, allowed in (("matrix", config.matrix, ("big", "small")),
                                  ("world-size", config.world_size, ("tiny", "small", "kuairec")),
                                  ("accelerator", config.accelerator, ACCELERATORS)):
@@ -192,7 +194,8 @@ def fit_and_log(config: TrainConfig, dataset: Any = None, data_dir: str | None =
     dm.setup()
     model = HeadModel.from_graph(dm.graph, dataset_id=str(dataset.dataset_id), hidden_dim=config.hidden_dim,
                                  lr=config.lr, weight_decay=config.weight_decay, emb_lr_mult=config.emb_lr_mult,
-                                 emb_init_std=config.emb_init_std, residual=bool(config.residual))
+                                 emb_init_std=config.emb_init_std, residual=bool(config.residual),
+                                 node_bias=bool(config.node_bias))
 
     n_batches = math.ceil(len(dm.split_rows("train")) / config.batch_size)
     setup_mlflow(config.root, config.experiment)

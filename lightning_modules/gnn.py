@@ -50,9 +50,15 @@ class GNN(nn.Module):
     """Node embeddings -> 3 x (GCNConv + ReLU) -> edge MLP on [h_user, h_video, edge_attr] -> 4 logits."""
 
     def __init__(self, num_nodes: int, num_edge_features: int, hidden_dim: int = 64,
-                 mlp_dims: Sequence[int] = (128, 128, 64), n_heads: int = 4, residual: bool = False):
+                 mlp_dims: Sequence[int] = (128, 128, 64), n_heads: int = 4, residual: bool = False,
+                 node_bias: bool = False):
         super().__init__()
         self.residual = bool(residual)  # x_{l+1} = relu(conv(x_l)) + x_l: keeps each node's own embedding
+        # node_bias: a learned logit offset per node and head, added for the user and for the video of an edge
+        # (per-user and per-video propensities, which message passing smooths away)
+        self.node_bias = nn.Embedding(num_nodes, n_heads) if node_bias else None
+        if self.node_bias is not None:
+            nn.init.zeros_(self.node_bias.weight)
         self.num_nodes = int(num_nodes)
         self.hidden_dim = int(hidden_dim)
         self.num_edge_features = int(num_edge_features)
@@ -101,4 +107,7 @@ class GNN(nn.Module):
         h_src, h_dst = x[src], x[dst]
         b = max(h_src.shape[0], h_dst.shape[0], edge_attr.shape[0])
         h = torch.cat([h_src.expand(b, -1), h_dst.expand(b, -1), edge_attr.expand(b, -1)], dim=-1)
-        return self.edge_mlp(h)
+        logits = self.edge_mlp(h)
+        if self.node_bias is not None:
+            logits = logits + self.node_bias(src) + self.node_bias(dst)
+        return logits

@@ -48,7 +48,7 @@ class HeadModel(pl.LightningModule):
     def __init__(self, feature_names: Sequence[str], n_users: int, n_videos: int, hidden_dim: int = 64,
                  mlp_dims: Sequence[int] = (128, 128, 64), lr: float = 1e-3, weight_decay: float = 0.0,
                  n_mp_edges: int = 0, dataset_id: str = "", emb_lr_mult: float = 10.0, emb_init_std: float = 0.1,
-                 residual: bool = False,
+                 residual: bool = False, node_bias: bool = False,
                  mu: torch.Tensor | None = None, std: torch.Tensor | None = None,
                  edge_index: torch.Tensor | None = None):
         super().__init__()
@@ -60,12 +60,13 @@ class HeadModel(pl.LightningModule):
             "hidden_dim": int(hidden_dim), "mlp_dims": [int(d) for d in mlp_dims], "lr": float(lr),
             "weight_decay": float(weight_decay), "n_mp_edges": int(n_mp_edges), "dataset_id": str(dataset_id),
             "emb_lr_mult": float(emb_lr_mult), "emb_init_std": float(emb_init_std), "residual": bool(residual),
+            "node_bias": bool(node_bias),
         })
         n_feat = len(feature_names)
         self.feature_names = feature_names
         self.n_users, self.n_videos = int(n_users), int(n_videos)
         self.gnn = GNN(self.n_users + self.n_videos, n_feat, int(hidden_dim), tuple(mlp_dims), len(HEADS),
-                       residual=bool(residual))
+                       residual=bool(residual), node_bias=bool(node_bias))
         if emb_init_std > 0:  # nn.Embedding's N(0, 1) start is far from anything Adam reaches in a few hundred
             torch.nn.init.normal_(self.gnn.node_emb.weight, std=float(emb_init_std))  # steps: start small
         self.register_buffer("mu", torch.zeros(n_feat) if mu is None else mu.detach().float().reshape(n_feat).clone())
@@ -216,8 +217,8 @@ class HeadModel(pl.LightningModule):
 
     def configure_optimizers(self):
         """Adam; the node embeddings (each row sees only its node's edges) learn emb_lr_mult times faster."""
-        emb = self.gnn.node_emb.weight
-        rest = [p for p in self.parameters() if p is not emb]
+        per_node = [self.gnn.node_emb.weight] + ([self.gnn.node_bias.weight] if self.gnn.node_bias is not None else [])
+        rest = [p for p in self.parameters() if all(p is not q for q in per_node)]
         lr = self.hparams.lr
-        return torch.optim.Adam([{"params": [emb], "lr": lr * self.hparams.emb_lr_mult}, {"params": rest}],
+        return torch.optim.Adam([{"params": per_node, "lr": lr * self.hparams.emb_lr_mult}, {"params": rest}],
                                 lr=lr, weight_decay=self.hparams.weight_decay)

@@ -42,6 +42,20 @@ def test_split_first_layer_matches_full_mlp():
     np.testing.assert_allclose(got, ref, atol=2e-6)
 
 
+def test_node_biases_are_added_per_user_and_per_video():
+    """A model with per-node logit offsets: the fast path equals the full-MLP path, and the offsets matter."""
+    ds, m = _world(S=5, V=80)
+    assert m.gnn.node_bias is not None and float(m.gnn.node_bias.weight.abs().max()) > 0.5
+    keys = np.arange(5)
+    users = ds.sessions["user_id"].to_numpy()
+    got = H.predict_session_heads(m, ds, keys).probs
+    ref = np.stack([H.predict_pairs_reference(m, ds, int(users[s]), int(s), np.arange(80)) for s in keys])
+    np.testing.assert_allclose(got, ref, atol=2e-6)
+    with torch.no_grad():
+        m.gnn.node_bias.weight.zero_()
+    assert np.abs(H.predict_session_heads(m, ds, keys).probs - got).max() > 0.05
+
+
 def test_small_blocks_and_session_grouping_give_the_same_values():
     ds, m = _world(S=12, V=50)
     pred = H.HeadPredictor(m, ds)
@@ -51,7 +65,8 @@ def test_small_blocks_and_session_grouping_give_the_same_values():
     outs = []
     for block in (7, 50, 2048):  # video blocks inside a session; several sessions per block
         out = np.empty((12, 50, 4), np.float32)
-        H.PairKernel(pred.video_part, pred.layers, torch.float32, "cpu", block).run(sp, out)
+        H.PairKernel(pred.video_part, pred.layers, torch.float32, "cpu", block, pred.video_bias).run(
+            sp, out, session_bias=pred.session_bias(users))
         outs.append(out)
     np.testing.assert_allclose(outs[0], outs[2], atol=1e-6)
     np.testing.assert_allclose(outs[1], outs[2], atol=1e-6)
@@ -106,8 +121,8 @@ def test_crash_mid_write_leaves_no_cache_file(tmp_path, monkeypatch):
     keys = np.arange(20)
     real_run = H.PairKernel.run
 
-    def crash(self, session_part, out, progress=None):
-        real_run(self, session_part[:5], out[:5])          # some rows written, then the process "dies"
+    def crash(self, session_part, out, progress=None, session_bias=None):
+        real_run(self, session_part[:5], out[:5], session_bias=session_bias[:5])          # some rows written, then the process "dies"
         raise KeyboardInterrupt("simulated crash")
 
     monkeypatch.setattr(H.PairKernel, "run", crash)
