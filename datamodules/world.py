@@ -52,6 +52,10 @@ SIZES: dict[str, dict] = {
                     small_videos=3327),
 }
 
+# Bump when the generator's output changes for the same (size, seed, w*, params): ensure_world then regenerates
+# worlds made by an older generator instead of silently reusing them.
+GENERATOR_VERSION = 2
+
 DEFAULT_PARAMS: dict = dict(
     # watch-ratio mixture: mu = mu0 + traits + beta_dur*(log dur - logdur_ref) + hour; logistic scale
     # exp(log_sigma0 + spread); skip logit skip0 + traits - skip_aff*affinity - hour_skip*hour
@@ -772,6 +776,7 @@ def _generate(tmp: Path, size: str, seed: int, w_star, params: dict, side_dir=No
     pd.concat(heads, ignore_index=True).to_parquet(truth_dir / "heads.parquet", index=False)
     model.save(truth_dir)
     truth = {
+        "generator_version": GENERATOR_VERSION,
         "w_star": [float(x) for x in model.w_star], "heads": list(schema.HEADS), "seed": seed, "size": size,
         "params": params, "size_config": cfg, "n_users": n_users, "n_videos": n_videos,
         "side_dir": None if side_dir is None else str(side_dir),
@@ -841,15 +846,31 @@ def world_complete(world_root: Path) -> bool:
         (Path(world_root) / TRUTH_SUBDIR / "true_heads.npz").is_file()
 
 
+def world_current(world_root: Path, size: str, seed: int) -> bool:
+    """Complete, and made by this generator version with the default params, size, seed and w*."""
+    if not world_complete(world_root):
+        return False
+    try:
+        truth = json.loads((Path(world_root) / TRUTH_SUBDIR / "truth.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return (truth.get("generator_version") == GENERATOR_VERSION and truth.get("params") == DEFAULT_PARAMS
+            and truth.get("size") == size and truth.get("seed") == seed
+            and np.allclose(truth.get("w_star", []), DEFAULT_W_STAR))
+
+
 def ensure_world(size: str = "small", seed: int = 0, root=None) -> Path:
-    """Generate data/worlds/<size>-seed<seed>/ once (file-locked) and reuse it; returns its data folder."""
+    """Generate data/worlds/<size>-seed<seed>/ once (file-locked) and reuse it; returns its data folder. A world
+    left by an older generator (or other params) is regenerated in place, atomically."""
     root = PROJECT_ROOT / "data" / "worlds" if root is None else Path(root)
     target = root / f"{size}-seed{seed}"
-    if world_complete(target):
+    if world_current(target, size, seed):
         return target / DATA_SUBDIR
     root.mkdir(parents=True, exist_ok=True)
     with open(root / f".{target.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if not world_complete(target):
+        if not world_current(target, size, seed):
+            if world_complete(target):
+                log.warning("world %s was made by an older generator or other params: regenerating it", target)
             make_world(target, size=size, seed=seed)
     return target / DATA_SUBDIR

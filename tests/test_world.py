@@ -175,3 +175,28 @@ def test_side_dir_mode(side_dir, tmp_path):
     assert (raw.n_users, raw.n_videos) == (200, 2000)
     assert raw.repairs["kuairec_caption_category.bare_cr_inside_text_kept"] == 2
     assert raw.interactions["user_id"].nunique() == 200
+
+
+def test_ensure_world_regenerates_a_world_of_an_older_generator(tmp_path):
+    """A world on disk made by an older generator (or with other params) is not reused silently: ensure_world
+    regenerates it in place; a current one is reused as is."""
+    import json
+
+    from datamodules.world import GENERATOR_VERSION, ensure_world
+
+    data = ensure_world("tiny", seed=4, root=tmp_path)
+    truth_file = data.parents[1] / "ground_truth" / "truth.json"
+    big = data / "big_matrix.csv"
+    assert json.loads(truth_file.read_text())["generator_version"] == GENERATOR_VERSION
+    stamp = big.stat().st_mtime_ns
+    assert ensure_world("tiny", seed=4, root=tmp_path) == data and big.stat().st_mtime_ns == stamp  # reused
+
+    for change in ({"generator_version": GENERATOR_VERSION - 1}, {"params": {"explore": 0.0}}):
+        truth = json.loads(truth_file.read_text())
+        truth.update(change)
+        truth_file.write_text(json.dumps(truth))
+        big.write_text("stale")                         # what an old generator left
+        assert ensure_world("tiny", seed=4, root=tmp_path) == data
+        fresh = json.loads(truth_file.read_text())
+        assert fresh["generator_version"] == GENERATOR_VERSION and fresh["params"]["explore"] == 0.25
+        assert big.read_text().startswith("user_id,video_id")
