@@ -552,7 +552,9 @@ def run_study(cfg: StudyConfig) -> dict:
     exp = client.get_experiment_by_name("recovery-study")
     exp_id = exp.experiment_id if exp else client.create_experiment(
         "recovery-study", artifact_location=(out / "mlruns" / "artifacts" / "recovery-study").resolve().as_uri())
-    run = client.create_run(exp_id, run_name=out.name)
+    from estimation.tracking import process_tags
+
+    run = client.create_run(exp_id, run_name=out.name, tags=process_tags())
     try:
         log_params(run.info.run_id, {"config": dataclasses.asdict(cfg)}, client)
         table = summary_table(rows)

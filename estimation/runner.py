@@ -409,7 +409,7 @@ def estimate(config: EstimationConfig, inputs: Inputs, client, uri: str, t_start
     """One parent run with a child run per (objective, optimizer); returns the summary dict."""
     from estimation import plots
     from estimation.optimizers import optimize
-    from estimation.tracking import StepLogger, log_final, log_params, start_child_run
+    from estimation.tracking import StepLogger, log_final, log_params, process_tags, start_child_run
 
     _, optimizer_names = check_config(config)
     t_start = time.time() if t_start is None else t_start
@@ -422,7 +422,7 @@ def estimate(config: EstimationConfig, inputs: Inputs, client, uri: str, t_start
                                run_name=config.run_name or default_name,
                                tags={"dataset_id": dataset.dataset_id, "gnn_run_id": str(inputs.gnn_run),
                                      "data_dir": str(inputs.data_dir), "planted": str(w_star is not None),
-                                     "heads": inputs.head_source,
+                                     "heads": inputs.head_source, **process_tags(),
                                      **({"gnn_dataset_id": inputs.gnn_dataset_id} if inputs.gnn_dataset_id else {}),
                                      **({"gnn_dataset_mismatch": "true"} if mismatch else {}),
                                      **{k: str(v) for k, v in (tags or {}).items()}})

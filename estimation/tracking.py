@@ -8,7 +8,10 @@ that step gets `nonfinite_loss` = 1 instead, and its weights as usual.
 from __future__ import annotations
 
 import json
+import logging
 import math
+import os
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -38,7 +41,35 @@ def setup_mlflow(root: str | Path = ".") -> str:
     for name in EXPERIMENTS:
         if client.get_experiment_by_name(name) is None:
             client.create_experiment(name, artifact_location=(art / name).as_uri())
+    sweep_dead_runs(client)
     return uri
+
+
+def process_tags() -> dict[str, str]:
+    """Tags naming the process that owns a run, so that a later job can tell a run whose process died."""
+    return {"host": socket.gethostname(), "pid": str(os.getpid())}
+
+
+def sweep_dead_runs(client: MlflowClient) -> list[str]:
+    """Mark KILLED every RUNNING run of this store whose owning process (host and pid tags) no longer runs on
+    this host: what a SIGKILL or a power cut leaves behind. Returns their run ids."""
+    from datamodules.dataset import _pid_alive
+
+    host = socket.gethostname()
+    exps = [e.experiment_id for e in client.search_experiments()]
+    if not exps:
+        return []
+    dead = []
+    for run in client.search_runs(exps, filter_string="attributes.status = 'RUNNING'", max_results=1000):
+        tags = run.data.tags
+        pid = tags.get("pid", "")
+        if tags.get("host") == host and pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            client.set_terminated(run.info.run_id, "KILLED")
+            dead.append(run.info.run_id)
+    if dead:
+        logging.getLogger(__name__).warning("marked %d run(s) KILLED whose process had died: %s", len(dead),
+                                            ", ".join(r[:8] for r in dead))
+    return dead
 
 
 def experiment_id(name: str = "head-weight-estimation", client: MlflowClient | None = None) -> str:
@@ -54,7 +85,7 @@ def start_child_run(parent_run_id: str, run_name: str, tags: dict[str, Any] | No
     """Create a child run (tag mlflow.parentRunId) in the parent's experiment; returns its run id."""
     client = client or MlflowClient()
     parent = client.get_run(parent_run_id)
-    t = {"mlflow.parentRunId": parent_run_id, **{k: str(v) for k, v in (tags or {}).items()}}
+    t = {"mlflow.parentRunId": parent_run_id, **process_tags(), **{k: str(v) for k, v in (tags or {}).items()}}
     return client.create_run(parent.info.experiment_id, tags=t, run_name=run_name).info.run_id
 
 

@@ -54,3 +54,25 @@ def test_store_steps_and_summaries(tmp_path):
     assert data.params["space.name"] == "constrained" and data.params["space.x0"] == "[0.25, 0.25, 0.25]"
     assert data.metrics["final_loss"] == 1.25 and data.metrics["final_w_neg"] == -0.25
     assert data.metrics["n_evals"] == n
+
+
+def test_runs_of_dead_processes_are_marked_killed_at_the_next_start(tmp_path):
+    """A SIGKILLed job leaves its runs RUNNING; the next job on the same store marks those KILLED (owner's pid tag
+    dead on this host) and leaves runs of live processes and of other hosts alone."""
+    import subprocess
+
+    from estimation.tracking import process_tags, setup_mlflow
+
+    uri = setup_mlflow(tmp_path)
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("head-weight-estimation").experiment_id
+    gone = subprocess.Popen(["true"])
+    gone.wait()                                              # a pid that no longer runs
+    mine = process_tags()
+    dead = client.create_run(exp, tags={**mine, "pid": str(gone.pid)}).info.run_id
+    alive = client.create_run(exp, tags=mine).info.run_id
+    elsewhere = client.create_run(exp, tags={"host": "another-host", "pid": str(gone.pid)}).info.run_id
+    untagged = client.create_run(exp).info.run_id
+    setup_mlflow(tmp_path)
+    status = {r: client.get_run(r).info.status for r in (dead, alive, elsewhere, untagged)}
+    assert status == {dead: "KILLED", alive: "RUNNING", elsewhere: "RUNNING", untagged: "RUNNING"}
