@@ -183,6 +183,7 @@ def fit_and_log(config: TrainConfig, dataset: Any = None, data_dir: str | None =
 
     from datamodules.datamodule import KuaiRecDataModule
     from lightning_modules.head_model import HeadModel
+    from estimation.tracking import process_tags
     from lightning_modules.tracking import artifact_location, setup_mlflow, tracking_uri
 
     check_train_config(config)
@@ -203,7 +204,8 @@ def fit_and_log(config: TrainConfig, dataset: Any = None, data_dir: str | None =
     logger = MLFlowLogger(
         experiment_name=config.experiment, run_name=run_name, tracking_uri=tracking_uri(config.root),
         artifact_location=artifact_location(config.root, config.experiment),
-        tags={"dataset_id": str(dataset.dataset_id), "data_dir": str(data_dir or ""), "stage": "gnn-training"})
+        tags={"dataset_id": str(dataset.dataset_id), "data_dir": str(data_dir or ""), "stage": "gnn-training",
+              **process_tags()})  # the launching process: a later job marks the run KILLED if it dies
     writer = None
     if config.predict_out:
         from lightning_modules.prediction import EdgePredictionWriter
