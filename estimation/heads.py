@@ -8,11 +8,12 @@ relu(a_s + c_v), then the 128->128->64->4 tail as large 2-D matmuls (addmm into 
 ~2k pairs that stay in cache). That halves the FLOPs per pair (24.8k MACs instead of 49.4k) and removes all
 per-session feature frames.
 
-Precision: "auto" (default) uses bf16 where the hardware has a fast bf16 path (CUDA with bf16, or a CPU with
-AMX / AVX512-BF16) and fp32 elsewhere; on an AVX2-only CPU bf16 is emulated (measured ~20x slower than fp32
-for plain bf16 matmuls), so "auto" never picks it there. "bf16" is split bf16 (bf16x3, see `PairKernel`):
-bf16 matmul units at close to fp32 accuracy; plain single-pass bf16 is not offered, it changes too many top-K
-sets.
+Precision: "bf16" is split bf16 (bf16x3, see `PairKernel`): bf16 matmul units at close to fp32 accuracy, at 3x
+the inner dimension, so it pays only where bf16 matmuls are more than ~3x faster than fp32 (CUDA tensor cores,
+AMX). "auto" (default) picks it on CUDA with bf16 and, on a CPU, only where a short measurement of the split
+matmul against the fp32 one at the kernel's shape says it is faster (`bf16_is_fast`): on an AVX2 CPU bf16 is
+emulated, and on an AVX512-BF16 CPU (measured: plain bf16 2.2x fp32, split bf16 3x slower than fp32) it does not
+pay either. Plain single-pass bf16 is not offered: it changes too many top-K sets.
 
 Device: `device=None` = CUDA when available, else CPU. On CPU, `workers` processes (default: the number of
 cores, for predictions of more than ~20M pairs) each fill a range of sessions of the memory-mapped output.
@@ -22,6 +23,7 @@ atomically (a temporary file renamed into place: a crash never leaves a cache fi
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -58,16 +60,55 @@ def default_device(device=None) -> torch.device:
 
 
 def bf16_is_fast(device=None) -> bool:
-    """Whether `device` has native bf16 matmuls (CUDA with bf16 support; CPU with AMX or AVX512-BF16)."""
+    """Whether split bf16 beats fp32 on `device`: CUDA with bf16 support; on a CPU, measured once per process
+    (`_cpu_split_speedup`, ~0.1 s) because CPU flags do not tell it: AVX512-BF16 has bf16 units that are too
+    slow for three passes, AMX has fast ones."""
     device = default_device(device)
     if device.type == "cuda":
         return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
     if device.type == "cpu":
-        cpu = torch.cpu
-        amx = getattr(cpu, "_is_amx_tile_supported", lambda: False)()
-        avx512_bf16 = getattr(cpu, "_is_avx512_bf16_supported", lambda: False)()
-        return bool(torch.backends.mkldnn.is_available() and (amx or avx512_bf16))
+        return _cpu_split_speedup() >= SPLIT_MIN_SPEEDUP
     return False
+
+
+SPLIT_MIN_SPEEDUP = 1.25   # split bf16 must be this much faster than fp32 to be picked by "auto" on a CPU
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu_split_speedup(m: int = 2048, d: int = 128, reps: int = 6) -> float:
+    """fp32 time / split-bf16 time of one [m, d] x [d, d] hidden-layer matmul of the kernel, single thread,
+    best of `reps` (the margin between CPUs is large: ~0.3x on AVX2 and AVX512-BF16, several x on AMX)."""
+    import time
+
+    cpu = torch.cpu
+    flags = [getattr(cpu, f, lambda: False)() for f in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]
+    if not (torch.backends.mkldnn.is_available() and any(flags)):
+        return 0.0                                   # no bf16 unit at all: emulated, never faster
+    g = torch.Generator().manual_seed(0)
+    h, w, b = torch.randn(m, d, generator=g), torch.randn(d, d, generator=g), torch.zeros(d)
+    hs = torch.cat([h, h, h], 1).bfloat16().float()  # bf16-exact operands, as the split kernel has them
+    ws = torch.cat([w, w, w], 0).bfloat16().float()
+    o = torch.empty(m, d)
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        def best(fn):
+            fn()
+            ts = []
+            for _ in range(reps):
+                t0 = time.perf_counter()
+                fn()
+                ts.append(time.perf_counter() - t0)
+            return min(ts)
+
+        t32 = best(lambda: torch.addmm(b, h, w, out=o))
+        with _bf16_fp32_math():
+            tsplit = best(lambda: torch.addmm(b, hs, ws, out=o))
+    finally:
+        torch.set_num_threads(old_threads)
+    ratio = t32 / max(tsplit, 1e-9)
+    log.info("split bf16 vs fp32 on this CPU: %.2fx (auto picks split bf16 at >= %.2fx)", ratio, SPLIT_MIN_SPEEDUP)
+    return ratio
 
 
 def resolve_precision(precision: str = "auto", device=None) -> str:
@@ -77,7 +118,8 @@ def resolve_precision(precision: str = "auto", device=None) -> str:
     if precision == "auto":
         return "bf16" if bf16_is_fast(device) else "fp32"
     if precision == "bf16" and not bf16_is_fast(device):
-        log.warning("bf16 requested on %s, which has no native bf16 matmul: expect it to be much slower than fp32",
+        log.warning("bf16 requested on %s, where split bf16 is slower than fp32 (no AMX or tensor cores): expect "
+                    "it to be ~3x slower",
                     default_device(device))
     return precision
 

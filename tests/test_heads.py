@@ -93,6 +93,11 @@ def test_bf16_top_k_sets_match_fp32():
 def test_precision_resolution():
     assert H.resolve_precision("fp32") == "fp32"
     assert H.resolve_precision("auto", "cpu") == ("bf16" if H.bf16_is_fast("cpu") else "fp32")
+    # auto picks split bf16 on a CPU only where it was measured faster than fp32 here (not from CPU flags: on
+    # AVX512-BF16 the three bf16 passes are ~3x slower than one fp32 pass)
+    speedup = H._cpu_split_speedup()
+    assert speedup >= 0.0 and np.isfinite(speedup)
+    assert H.bf16_is_fast("cpu") == (speedup >= H.SPLIT_MIN_SPEEDUP)
     with pytest.raises(ValueError):
         H.resolve_precision("fp8")
 

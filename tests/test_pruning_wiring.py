@@ -1,7 +1,8 @@
 """The main job's pruning wiring (estimation.runner.prepare_inputs): with the 'constrained' space it ranks on
 K-skyband candidates, cached beside the heads cache (keyed by the heads key and exclude-seen, written atomically)
 and giving the same losses as ranking the whole catalog; the 'reference' space does not prune. The GNN is a
-small random HeadModel patched in for the trained one (no training in this test)."""
+small random HeadModel patched in for the trained one (no training in this test), behind a real finished run of
+the project's MLflow store tagged with the dataset id."""
 from __future__ import annotations
 
 import numpy as np
@@ -27,16 +28,25 @@ def fake_gnn(monkeypatch, tmp_path):
         return models["m"]
 
     def find(client, dataset_id, run_id, uri):
-        return "fake-run"
+        return models["run"]
 
     monkeypatch.setattr(runner, "find_gnn_run", find)
     monkeypatch.setattr(ck, "checkpoint_artifact", lambda run, which, tracking_uri=None: ckpt)
     monkeypatch.setattr(ck, "load_checkpoint_file", load)
     monkeypatch.setattr(ck, "check_compatible", lambda model, dataset: None)
 
-    def make(dataset):
+    def make(dataset, root):
+        from mlflow import MlflowClient
+
+        from estimation.tracking import setup_mlflow
+
         torch.manual_seed(0)
         models["m"] = HeadModel(dataset.feature_names, dataset.n_users, dataset.n_videos, hidden_dim=8).eval()
+        client = MlflowClient(setup_mlflow(root))
+        run = client.create_run(client.get_experiment_by_name("gnn-training").experiment_id,
+                                tags={"dataset_id": str(dataset.dataset_id)})
+        client.set_terminated(run.info.run_id)
+        models["run"] = run.info.run_id
     return make
 
 
@@ -49,7 +59,7 @@ def test_constrained_space_ranks_on_cached_skyband(tmp_path, tiny_world, fake_gn
     from datamodules.dataset import load_dataset, prepare_dataset
 
     root = tmp_path / "proj"
-    fake_gnn(load_dataset(prepare_dataset(tiny_world, cache_root=root / "data" / "processed")))
+    fake_gnn(load_dataset(prepare_dataset(tiny_world, cache_root=root / "data" / "processed")), root)
     pruned = _inputs(root, tiny_world)
     cache_dir = root / "data" / "cache" / "heads"
     sky = sorted(p.name for p in cache_dir.glob("skyband-*"))
@@ -82,7 +92,7 @@ def test_exclude_seen_and_reference_space(tmp_path, tiny_world, fake_gnn):
     from datamodules.dataset import load_dataset, prepare_dataset
 
     root = tmp_path / "proj"
-    fake_gnn(load_dataset(prepare_dataset(tiny_world, cache_root=root / "data" / "processed")))
+    fake_gnn(load_dataset(prepare_dataset(tiny_world, cache_root=root / "data" / "processed")), root)
     cache_dir = root / "data" / "cache" / "heads"
     _inputs(root, tiny_world, exclude_seen=False)
     assert [p.name.split("-")[2] for p in cache_dir.glob("skyband-*")] == ["all"]
