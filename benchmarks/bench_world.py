@@ -16,11 +16,13 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from datamodules.schema import WORLD_SIZES  # noqa: E402
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--size", default="kuairec", choices=["tiny", "small", "kuairec"])
+    ap.add_argument("--size", default="kuairec", choices=list(WORLD_SIZES))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=None, help="world root (default: a temp dir, removed unless --keep)")
     ap.add_argument("--keep", action="store_true", help="keep the generated world")

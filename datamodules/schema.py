@@ -5,6 +5,8 @@ HEADS: tuple[str, ...] = ("complete", "long", "rewatch", "neg")
 LABEL_COLUMNS: tuple[str, ...] = tuple(f"y_{h}" for h in HEADS)
 WEIGHT_KEYS: tuple[str, ...] = tuple(f"w_{h}" for h in HEADS)
 MISSING_ID = -124  # KuaiRec's marker for a missing category level
+# Embedded planted-world sizes (datamodules.world.SIZES); here so that CLIs can check choices before heavy imports.
+WORLD_SIZES: tuple[str, ...] = ("tiny", "small", "medium", "kuairec")
 
 MATRIX_COLUMNS = ["user_id", "video_id", "play_duration", "video_duration", "time", "date", "timestamp", "watch_ratio"]
 USER_COLUMNS = [

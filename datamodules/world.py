@@ -48,10 +48,13 @@ SIZES: dict[str, dict] = {
     # rows_per_user: mean distinct big rows per user; small block = users x videos of the dense small matrix.
     "tiny": dict(n_users=80, n_videos=300, rows_per_user=75, min_rows=10, small_users=16, small_videos=40),
     "small": dict(n_users=1000, n_videos=1500, rows_per_user=150, min_rows=20, small_users=100, small_videos=200),
+    # medium: KuaiRec's data per video (~1,000 rows; real: 1,168) on the small world's catalog
+    "medium": dict(n_users=3000, n_videos=1500, rows_per_user=500, min_rows=50, small_users=300, small_videos=300),
     "kuairec": dict(n_users=7176, n_videos=10728, rows_per_user=1620, min_rows=100, small_users=1411,
                     small_videos=3327),
 }
 
+assert tuple(SIZES) == schema.WORLD_SIZES
 # Bump when the generator's output changes for the same (size, seed, w*, params): ensure_world then regenerates
 # worlds made by an older generator instead of silently reusing them.
 GENERATOR_VERSION = 2

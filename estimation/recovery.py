@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from datamodules.schema import HEADS, WEIGHT_KEYS
+from datamodules.schema import HEADS, WEIGHT_KEYS, WORLD_SIZES
 from estimation.cli import choice
 from estimation.runner import OBJECTIVES, OPTIMIZERS, UsageError
 
@@ -48,7 +48,7 @@ SIGNS = np.array([1.0, 1.0, 1.0, -1.0])
 @dataclass
 class StudyConfig:
     n_worlds: int = 10                     # number of planted worlds
-    size: str = field(default="small", metadata=choice("tiny", "small", "kuairec"))  # world size
+    size: str = field(default="small", metadata=choice(*WORLD_SIZES))  # world size
     seed0: int = 100                       # world i has seed seed0 + i
     heads: str = field(default="oracle", metadata=choice("oracle", "gnn", "both"))  # head source(s)
     objectives: str = field(default="cat_ce,cat_ce_smooth,cat_ce_l2,cat_ce_l3,emb_l2",
@@ -471,7 +471,7 @@ def check_study(cfg: StudyConfig) -> list[str]:
     for name, value, low in (("n-worlds", cfg.n_worlds, 1), ("landscape-worlds", cfg.landscape_worlds, 0)):
         if value < low:
             raise UsageError(f"--{name} must be >= {low}, got {value}")
-    for name, value, allowed in (("size", cfg.size, ("tiny", "small", "kuairec")),
+    for name, value, allowed in (("size", cfg.size, WORLD_SIZES),
                                  ("heads", cfg.heads, ("oracle", "gnn", "both"))):
         if value not in allowed:
             raise UsageError(f"--{name}: unknown value {value!r}; choose from {', '.join(allowed)}")

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from datamodules.schema import HEADS, WEIGHT_KEYS
+from datamodules.schema import HEADS, WEIGHT_KEYS, WORLD_SIZES
 from estimation.cli import end_status, note_killed
 
 log = logging.getLogger("run_estimation")
@@ -236,7 +236,7 @@ def check_config(config: EstimationConfig) -> tuple[list[str], list[str]]:
                                  ("checkpoint", config.checkpoint, ("best", "last"))):
         if value not in allowed:
             raise UsageError(f"--{name}: unknown value {value!r}; choose from {', '.join(allowed)}")
-    for name, value, allowed in (("world-size", config.world_size, ("tiny", "small", "kuairec")),
+    for name, value, allowed in (("world-size", config.world_size, WORLD_SIZES),
                                  ("matrix", config.matrix, ("big", "small"))):
         if value not in allowed:
             raise UsageError(f"--{name}: unknown value {value!r}; choose from {', '.join(allowed)}")

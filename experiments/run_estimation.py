@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from datamodules.schema import WORLD_SIZES  # noqa: E402
 from estimation.cli import (choice, error, interrupted_message, interruptible, is_interrupt, parse_config,  # noqa: E402
                             setup_logging)
 from estimation.runner import (HEAD_SOURCES, OBJECTIVES, OPTIMIZERS, SPACES, EstimationConfig,  # noqa: E402
@@ -29,7 +30,7 @@ from estimation.runner import (HEAD_SOURCES, OBJECTIVES, OPTIMIZERS, SPACES, Est
 
 CHOICES = {"objectives": choice(*OBJECTIVES, many=True), "optimizers": choice(*OPTIMIZERS, many=True),
            "space": choice(*SPACES), "heads": choice(*HEAD_SOURCES), "precision": choice("auto", "fp32", "bf16"),
-           "matrix": choice("big", "small"), "world_size": choice("tiny", "small", "kuairec"),
+           "matrix": choice("big", "small"), "world_size": choice(*WORLD_SIZES),
            "checkpoint": choice("best", "last")}
 
 

@@ -29,6 +29,7 @@ if str(ROOT) not in sys.path:
 
 import numpy as np  # noqa: E402
 
+from datamodules.schema import WORLD_SIZES  # noqa: E402
 from estimation.cli import (choice, end_status, error, interrupted_message, interruptible,  # noqa: E402
                             is_interrupt, note_killed, parse_config, setup_logging)
 from estimation.runner import UsageError  # noqa: E402
@@ -72,7 +73,7 @@ class TrainConfig:
     root: str = str(ROOT)            # project root holding mlruns/ and data/
     experiment: str = TRAINING_EXPERIMENT
     run_name: str | None = None      # MLflow run name; default gnn-<dataset id>-h<hidden dim>-e<epochs>
-    world_size: str = field(default="small", metadata=choice("tiny", "small", "kuairec"))  # embedded world size
+    world_size: str = field(default="small", metadata=choice(*WORLD_SIZES))  # embedded world size
     predict_out: str | None = None   # also write best-checkpoint probabilities of every interaction (.npy, rows
                                      # of the processed interactions), predicted sharded across the devices
 
@@ -116,7 +117,7 @@ def check_train_config(config: TrainConfig) -> None:
         if value not in (0, 1):
             raise UsageError(f"--{name} must be 0 or 1, got {value}")
     for name, value, allowed in (("matrix", config.matrix, ("big", "small")),
-                                 ("world-size", config.world_size, ("tiny", "small", "kuairec")),
+                                 ("world-size", config.world_size, WORLD_SIZES),
                                  ("accelerator", config.accelerator, ACCELERATORS)):
         if value not in allowed:
             raise UsageError(f"--{name}: unknown value {value!r}; choose from {', '.join(allowed)}")

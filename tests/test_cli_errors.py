@@ -73,18 +73,21 @@ def test_unknown_choices_are_one_line_errors_listing_the_choices(tmp_path, capsy
 
 def test_help_lists_the_allowed_values():
     """Finding 18: --help showed only the defaults."""
+    from datamodules.schema import WORLD_SIZES
     from estimation.runner import HEAD_SOURCES, OBJECTIVES, OPTIMIZERS, SPACES
+
+    assert WORLD_SIZES == ("tiny", "small", "medium", "kuairec")
 
     text = " ".join(_run("run_estimation.py", "--help").stdout.split())
     for v in (*OBJECTIVES, *OPTIMIZERS):
         assert v in text
-    for group in (SPACES, HEAD_SOURCES, ("auto", "fp32", "bf16"), ("big", "small"), ("tiny", "small", "kuairec"),
+    for group in (SPACES, HEAD_SOURCES, ("auto", "fp32", "bf16"), ("big", "small"), WORLD_SIZES,
                   ("best", "last")):
         assert "{" + ",".join(group) + "}" in text, group
     text = " ".join(_run("train_gnn.py", "--help").stdout.split())
-    assert "{cpu,gpu,cuda,mps,auto}" in text and "{big,small}" in text and "{tiny,small,kuairec}" in text
+    assert "{cpu,gpu,cuda,mps,auto}" in text and "{big,small}" in text and "{" + ",".join(WORLD_SIZES) + "}" in text
     text = " ".join(_run("recovery_study.py", "--help").stdout.split())
-    assert "{oracle,gnn,both}" in text and "{tiny,small,kuairec}" in text and "cat_ce_smooth" in text
+    assert "{oracle,gnn,both}" in text and "{" + ",".join(WORLD_SIZES) + "}" in text and "cat_ce_smooth" in text
     assert "--force" in text
 
 
