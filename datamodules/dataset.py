@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 import os
 import shutil
 import time
@@ -56,6 +57,29 @@ class DatasetConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def check(self) -> None:
+        """DataError naming the option (as prepare_data spells it) for a value that breaks the definitions."""
+        def bad(name, value, need):
+            raise DataError(f"--{name.replace('_', '-')} {value!r}: must be {need}")
+
+        for name in ("session_gap_s", "burst_gap_s", "complete_ratio", "long_play_ms", "rewatch_ratio", "neg_ratio",
+                     "train_quantile", "val_quantile", "ema_alpha"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or not math.isfinite(v):
+                bad(name, v, "a finite number")
+        for name in ("session_gap_s", "burst_gap_s", "complete_ratio", "long_play_ms", "rewatch_ratio", "neg_ratio"):
+            if getattr(self, name) <= 0:
+                bad(name, getattr(self, name), "> 0")
+        if not 0 < self.train_quantile < self.val_quantile < 1:
+            raise DataError(f"--train-quantile {self.train_quantile} and --val-quantile {self.val_quantile}: need "
+                            f"0 < train < val < 1 (train before the first, val up to the second, test after)")
+        if not 0 < self.ema_alpha <= 1:
+            bad("ema_alpha", self.ema_alpha, "in (0, 1]")
+        if int(self.min_sess_len) != self.min_sess_len or self.min_sess_len < 1:
+            bad("min_sess_len", self.min_sess_len, "a positive integer")
+        if not isinstance(self.exclude_seen, bool):
+            bad("exclude_seen", self.exclude_seen, "true or false")
 
 
 @dataclass
@@ -286,6 +310,7 @@ def prepare_dataset(data_dir, matrix: str = "big", config: DatasetConfig = Datas
 
     cache_root None means `<project root>/data/processed`, wherever the command runs from.
     """
+    config.check()
     data_dir = Path(resolve_data_dir(data_dir))
     files = input_files(data_dir, matrix)
     cache_root = DEFAULT_CACHE_ROOT if cache_root is None else Path(cache_root)

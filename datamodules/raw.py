@@ -13,6 +13,7 @@ only change labels through the thresholds of CONTRACTS 7; they are counted as `<
 from __future__ import annotations
 
 import csv
+import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,8 @@ import pyarrow.csv as pacsv
 
 from datamodules import schema
 
+log = logging.getLogger(__name__)
+
 SIDE_FILES = ("social_network.csv", "item_categories.csv", "item_daily_features.csv", "user_features.csv",
               "kuairec_caption_category.csv")
 MATRICES = ("big", "small")
@@ -32,6 +35,9 @@ CATEGORY_COLUMNS = ["video_id", "cat_level1_id", "cat_level1_name", "cat_level2_
                     "cat_level3_id", "cat_level3_name"]
 RATIO_OUTLIER = 5.0
 TIMESTAMP_RANGE = (946684800.0, 4102444800.0)  # Unix seconds of 2000-01-01 and 2100-01-01 (UTC)
+
+
+COVERAGE_WARN = 0.5  # warn when the big matrix touches fewer than this share of the side files' users or videos
 
 
 class DataError(Exception):
@@ -441,6 +447,10 @@ def load_kuairec(data_dir, matrix: str = "big") -> RawTables:
     tags = read_item_tags(files["item_categories.csv"], repairs)
     static = read_item_static(files["item_daily_features.csv"], repairs)
     social = read_social(files["social_network.csv"], repairs)
+    for name, table in (("user_features.csv", users), ("kuairec_caption_category.csv", categories),
+                        ("item_categories.csv", tags)):
+        if len(table) == 0:
+            raise DataError(f"{files[name]}: no data rows (only a header?); copy the file again from the download")
     inter = read_matrix(files[mname], repairs)
     uid, vid = users["user_id"].to_numpy(), categories["video_id"].to_numpy()
     _check_refs(inter["user_id"], uid, mname, "user_id", "user_features.csv")
@@ -448,6 +458,14 @@ def load_kuairec(data_dir, matrix: str = "big") -> RawTables:
     _check_refs(inter["video_id"], tags["video_id"].to_numpy(), mname, "video_id", "item_categories.csv")
     _check_refs(social["user_id"], uid, "social_network.csv", "user_id", "user_features.csv")
     _check_refs(static["video_id"], vid, "item_daily_features.csv", "video_id", "kuairec_caption_category.csv")
+    if matrix == "big":  # KuaiRec's big matrix covers every user and video; far fewer means mixed downloads
+        for what, n_side, n_seen, side in (("videos", len(vid), inter["video_id"].nunique(),
+                                            "kuairec_caption_category.csv"),
+                                           ("users", len(uid), inter["user_id"].nunique(), "user_features.csv")):
+            if n_seen < COVERAGE_WARN * n_side:
+                log.warning("warning: %s lists %d %s but %s has interactions of only %d of them: every listed "
+                            "one is a candidate; are the side files from another download?", side, n_side, what,
+                            mname, n_seen)
     return RawTables(
         interactions=inter, users=users, categories=categories, item_tags=tags, item_static=static, social=social,
         n_users=int(uid.max()) + 1 if len(uid) else 0, n_videos=int(vid.max()) + 1 if len(vid) else 0,

@@ -794,6 +794,15 @@ def _generate(tmp: Path, size: str, seed: int, w_star, params: dict, side_dir=No
     return truth
 
 
+def _refuse_foreign_data(out_dir: Path) -> None:
+    """A 'KuaiRec 2.0' folder in out_dir that no generator wrote (no ground_truth/ beside it) may be a real download:
+    replacing it would delete it, so refuse before generating anything."""
+    data_root = out_dir / DATA_SUBDIR.parts[0]
+    if data_root.exists() and not (out_dir / TRUTH_SUBDIR).is_dir():
+        raise ValueError(f"{data_root} exists and is not a planted world (no {TRUTH_SUBDIR}/ beside it; a real "
+                         f"download?); it would be replaced: pass a new --out folder, or move it away first")
+
+
 def _install(tmp: Path, out_dir: Path) -> None:
     """Move the finished world into out_dir; an existing world there is replaced (data folder last)."""
     if not out_dir.exists() or (out_dir.is_dir() and not any(out_dir.iterdir())):
@@ -814,12 +823,15 @@ def make_world(out_dir, size: str = "small", seed: int = 0, w_star=None, params:
     copied byte for byte and only the rest is synthesized (users/videos/categories then come from them)."""
     if size not in SIZES:
         raise ValueError(f"size must be one of {sorted(SIZES)}, got {size!r}")
+    if int(seed) < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
     unknown = set(params or {}) - set(DEFAULT_PARAMS)
     if unknown:
         raise ValueError(f"unknown world params {sorted(unknown)}; known: {sorted(DEFAULT_PARAMS)}")
     params = {**DEFAULT_PARAMS, **(params or {})}
     w = _normalize_w(w_star)
     out_dir = Path(out_dir).resolve()
+    _refuse_foreign_data(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_tmp(out_dir)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-{os.getpid()}-", dir=out_dir.parent))
@@ -865,6 +877,10 @@ def world_current(world_root: Path, size: str, seed: int) -> bool:
 def ensure_world(size: str = "small", seed: int = 0, root=None) -> Path:
     """Generate data/worlds/<size>-seed<seed>/ once (file-locked) and reuse it; returns its data folder. A world
     left by an older generator (or other params) is regenerated in place, atomically."""
+    if size not in SIZES:
+        raise ValueError(f"world size must be one of {', '.join(SIZES)}, got {size!r}")
+    if int(seed) < 0:
+        raise ValueError(f"world seed must be >= 0, got {seed}")
     root = PROJECT_ROOT / "data" / "worlds" if root is None else Path(root)
     target = root / f"{size}-seed{seed}"
     if world_current(target, size, seed):

@@ -15,9 +15,11 @@ import contextlib
 import dataclasses
 import inspect
 import logging
+import os
 import re
 import signal
 import sys
+from pathlib import Path
 
 
 def choice(*values: str, many: bool = False) -> dict:
@@ -39,6 +41,20 @@ def error(message, status: int = 2) -> int:
         text = message.__class__.__name__
     print(f"error: {text.splitlines()[0] if text else 'failed'}", file=sys.stderr)
     return status
+
+
+def folder_problem(path) -> str | None:
+    """Why files cannot be created under `path` (a file in the way, a folder without write permission), or None.
+    Checks the nearest existing folder on the way up, so a path that does not exist yet is fine."""
+    p = Path(path).expanduser()
+    for q in (p, *p.parents):
+        if q.exists():
+            if not q.is_dir():
+                return f"{q} is a file, not a folder"
+            if not os.access(q, os.W_OK | os.X_OK):
+                return f"{q} is not writable"
+            return None
+    return None
 
 
 def setup_logging(level: int = logging.INFO, fmt: str = "%(asctime)s %(name)s %(message)s") -> None:

@@ -444,9 +444,14 @@ def predict_session_heads(
         suffix = "" if cache_dtype == np.float16 else "-f32"
         path = Path(cache_dir) / f"heads-{cache_key}{suffix}.npy"
         if path.exists():
-            probs = np.load(path, mmap_mode="r")
-            if probs.shape == shape and probs.dtype == cache_dtype:
+            try:  # a file cut short (full disk, copied half) does not open: recompute it instead of failing
+                probs = np.load(path, mmap_mode="r")
+            except (OSError, ValueError, EOFError) as e:
+                log.warning("warning: heads cache %s is unreadable (%s): recomputing it", path, e)
+                probs = None
+            if probs is not None and probs.shape == shape and probs.dtype == cache_dtype:
                 return SessionHeads(probs, session_keys, user_ids, k)
+            del probs  # os.replace below swaps the file under this map; it is not used again
         path.parent.mkdir(parents=True, exist_ok=True)
         _remove_stale_tmp(path)
         tmp = path.with_name(f"{path.stem}.tmp{os.getpid()}.npy")

@@ -22,7 +22,9 @@ reads the [S, V, 4] array again; `cached_skyband` stores them on disk (atomicall
 """
 from __future__ import annotations
 
+import logging
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +33,8 @@ import torch
 
 from estimation.ranking import P_SCALE, _csr, torch_threads
 from estimation.search_space import simplex_grid
+
+log = logging.getLogger(__name__)
 
 SIGNS = (1, 1, 1, -1)
 _SENTINEL = -(2**30)  # benefit value of padding / excluded slots: beats nobody
@@ -197,8 +201,8 @@ def cached_skyband(probs, k, seen=None, cache_path=None, workers: int | None = N
                     and (len(cand.values) == 0 or int(cand.values.max()) < V)
                     and (cand.probs is None or cand.probs.shape == (len(cand.values), 4))):
                 return cand
-        except (OSError, ValueError, KeyError):
-            pass
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:  # cut short: recompute
+            log.warning("warning: skyband cache %s is unreadable (%s): recomputing it", cache_path, e)
     if workers is None:
         from estimation.parallel import default_workers
 

@@ -57,8 +57,8 @@ class StudyConfig:
     max_evals: int = 300                   # per (objective, optimizer); the grid gets its lattice + refinement
     grid_resolution: int = 12              # grid optimizer lattice (455 points at 12)
     bootstrap: int = 200                   # bootstrap replicates per pair (0: no intervals)
-    bootstrap_resolution: int = 10
-    m_exponent: float = 0.7
+    bootstrap_resolution: int = 10         # lattice resolution of the bootstrap's global candidate set
+    m_exponent: float = 0.7                # m-out-of-n check: m = ceil(n_users ** m_exponent) users per subsample
     landscape_worlds: int = 1              # the first this many worlds get landscape figures in MLflow
     profiles: bool = True                  # profile figure (all objectives through w*) for those worlds
     epochs: int = 12                       # GNN epochs per world (heads gnn; at most, early stopping)

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from datamodules.schema import HEADS, WEIGHT_KEYS, WORLD_SIZES
-from estimation.cli import end_status, note_killed
+from estimation.cli import end_status, folder_problem, note_killed
 
 log = logging.getLogger("run_estimation")
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -78,7 +78,7 @@ class EstimationConfig:
     landscape_resolution: int = 15     # grid points per slice axis
     landscape_axes: str = "complete-long,rewatch-neg"  # slices: pairs of heads that vary
     root: str = str(PROJECT_ROOT)      # project root holding mlruns/ and data/
-    run_name: str | None = None
+    run_name: str | None = None        # MLflow name of the parent run; default "<dataset id> <objectives> <optimizers>[ oracle]"
 
     def names(self, field_name: str, allowed: tuple[str, ...]) -> list[str]:
         items = [s.strip() for s in str(getattr(self, field_name)).split(",") if s.strip()]
@@ -250,6 +250,11 @@ def check_config(config: EstimationConfig) -> tuple[list[str], list[str]]:
         raise UsageError("--bootstrap must be >= 0 and --bootstrap-resolution >= 1")
     if not 0 < config.m_exponent <= 1:
         raise UsageError(f"--m-exponent must lie in (0, 1], got {config.m_exponent}")
+    if config.world_seed < 0:
+        raise UsageError(f"--world-seed must be >= 0, got {config.world_seed}")
+    problem = folder_problem(config.root)
+    if problem:
+        raise UsageError(f"--root {config.root}: {problem}; pass a folder where mlruns/ and data/ may be created")
     if config.landscape:
         from estimation.landscape import parse_axes
 
@@ -322,6 +327,14 @@ def prepare_inputs(config: EstimationConfig, client=None, uri: str | None = None
     truth = load_truth(data_dir)
     if config.heads == "oracle" and truth is None:
         raise UsageError(f"--heads oracle needs a planted world; {data_dir} has no ground truth")
+    if truth is not None and config.space == "constrained":
+        from estimation.landscape import CONSTRAINED_SIGNS
+
+        off = [f"{h} {x:+.3f}" for h, x, sg in zip(HEADS, truth["w_star"], CONSTRAINED_SIGNS) if x * sg < 0]
+        if off:
+            log.warning("warning: the planted w* has %s, outside the constrained space (+,+,+,-) searched here: "
+                        "it cannot be recovered (errors are measured against it anyway; --space reference "
+                        "searches other signs)", ", ".join(off))
 
     sessions = dataset.valid_test_sessions(config.min_sess_len)
     keys = sessions.index.to_numpy().astype(np.int64)
@@ -343,14 +356,17 @@ def prepare_inputs(config: EstimationConfig, client=None, uri: str | None = None
         trained = gnn_run is None or config.retrain
         if trained:
             gnn_run = train_gnn(config, dataset, data_dir)
+        elif config.epochs != EstimationConfig.epochs:
+            log.warning("warning: --epochs %d has no effect: GNN run %s is reused (add --retrain to train a new "
+                        "GNN for %d epochs)", config.epochs, gnn_run, config.epochs)
         gnn_dataset = client.get_run(gnn_run).data.tags.get("dataset_id")
-        if gnn_dataset and gnn_dataset != dataset.dataset_id:
-            log.warning("warning: GNN run %s was trained on dataset %s, not on this data (%s): its heads may not "
-                        "fit; the parent run is tagged gnn_dataset_mismatch=true", gnn_run, gnn_dataset,
-                        dataset.dataset_id)
         ckpt_path = checkpoint_artifact(gnn_run, config.checkpoint, tracking_uri=uri)
         model = load_checkpoint_file(ckpt_path)
-        check_compatible(model, dataset)
+        check_compatible(model, dataset)  # a GNN that cannot score this catalog fails here, before any run exists
+        if gnn_dataset and gnn_dataset != dataset.dataset_id:
+            log.warning("warning: GNN run %s was trained on dataset %s, not on this data (%s): its heads may not "
+                        "fit; the parent run will be tagged gnn_dataset_mismatch=true", gnn_run, gnn_dataset,
+                        dataset.dataset_id)
         timings["gnn_s"] = time.time() - t
         t = time.time()
         precision = resolve_precision(config.precision)

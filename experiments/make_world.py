@@ -66,12 +66,19 @@ def main(argv=None) -> int:
     ap.add_argument("--w-star", default=None,
                     help="planted weights a,b,c,d for (complete, long, rewatch, neg); scaled to sum|w|=1 "
                          "(default 0.35,0.25,0.15,-0.25); a value starting with '-': --w-star=-0.1,...")
+    ap.add_argument("--side-dir", type=Path, default=None,
+                    help="folder with real KuaiRec side files (user_features.csv, item_categories.csv, "
+                         "kuairec_caption_category.csv): copied byte for byte, users/videos/categories taken from "
+                         "them, only the interactions synthesized (e.g. ../shared/kuairec-side)")
     ap.add_argument("--quiet", action="store_true", help="no progress lines")
     args = ap.parse_args(_join_negative_w_star(sys.argv[1:] if argv is None else list(argv)))
     w = parse_w_star(ap, args.w_star) if args.w_star else None
     if args.seed < 0:
         ap.error(f"--seed must be >= 0, got {args.seed}")
     check_out(ap, args.out)
+    if args.side_dir is not None and not args.side_dir.is_dir():
+        ap.error(f"--side-dir {args.side_dir}: not a folder; pass the folder holding user_features.csv, "
+                 f"item_categories.csv and kuairec_caption_category.csv")
     if w is not None:
         off = [f"{h} {x:+g}" for h, x, s in zip(HEADS, w, CONSTRAINED_SIGNS) if x != 0 and (x > 0) != (s > 0)]
         if off:
@@ -80,7 +87,7 @@ def main(argv=None) -> int:
     setup_logging(logging.WARNING if args.quiet else logging.INFO, fmt="%(asctime)s %(message)s")
     t0 = time.perf_counter()
     try:
-        data_dir = make_world(args.out, size=args.size, seed=args.seed, w_star=w)
+        data_dir = make_world(args.out, size=args.size, seed=args.seed, w_star=w, side_dir=args.side_dir)
     except (OSError, ValueError) as e:  # a folder we may not write, a full disk, a bad side file
         return error(f"--out {args.out}: {e.__class__.__name__}: {e}")
     truth = load_truth(data_dir)

@@ -15,7 +15,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from datamodules.dataset import DataError, DatasetConfig, load_dataset, prepare_dataset  # noqa: E402
-from estimation.cli import OneLineParser, error, setup_logging  # noqa: E402
+from estimation.cli import OneLineParser, error, folder_problem, setup_logging  # noqa: E402
+
+
+def _boolean(text: str) -> bool:
+    v = text.strip().lower()
+    if v in ("1", "true", "yes"):
+        return True
+    if v in ("0", "false", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -29,8 +38,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     for f in dataclasses.fields(DatasetConfig):
         flag = "--" + f.name.replace("_", "-")
         if f.type in (bool, "bool"):
-            cfg.add_argument(flag, type=lambda s: s.lower() in ("1", "true", "yes"), default=f.default,
-                             help=f"(default {f.default})")
+            cfg.add_argument(flag, type=_boolean, default=f.default, help=f"true or false (default {f.default})")
         else:
             kind = int if f.type in (int, "int") else float
             cfg.add_argument(flag, type=kind, default=f.default, help=f"(default {f.default})")
@@ -41,10 +49,13 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     setup_logging(fmt="%(message)s")
     config = DatasetConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(DatasetConfig)})
+    problem = folder_problem(args.out) if args.out else None
+    if problem:
+        return error(f"--out {args.out}: {problem}; pass a folder for the processed datasets")
     t = time.time()
     try:
         out = prepare_dataset(args.data_dir, args.matrix, config, cache_root=args.out, force=args.force)
-    except DataError as e:
+    except (DataError, OSError) as e:  # bad data; a folder we may not write, a full disk
         return error(e)
     manifest = json.loads((out / "manifest.json").read_text())
     print(f"processed dataset: {out}  ({time.time() - t:.1f} s)")

@@ -43,7 +43,7 @@ def _reportable(e: BaseException) -> bool:
     classes of modules not loaded yet cannot have been raised, so they are not imported for this."""
     from datamodules.raw import DataError
 
-    kinds = [UsageError, DataError, FileNotFoundError]
+    kinds = [UsageError, DataError, FileNotFoundError, PermissionError]
     for module, name in (("datamodules.graph", "GraphError"), ("lightning_modules.checkpoints",
                                                                "IncompatibleCheckpointError"),
                          ("lightning_fabric.utilities.exceptions", "MisconfigurationException")):

@@ -30,8 +30,8 @@ if str(ROOT) not in sys.path:
 import numpy as np  # noqa: E402
 
 from datamodules.schema import WORLD_SIZES  # noqa: E402
-from estimation.cli import (choice, end_status, error, interrupted_message, interruptible,  # noqa: E402
-                            is_interrupt, note_killed, parse_config, setup_logging)
+from estimation.cli import (choice, end_status, error, folder_problem, interrupted_message,  # noqa: E402
+                            interruptible, is_interrupt, note_killed, parse_config, setup_logging)
 from estimation.runner import UsageError  # noqa: E402
 from lightning_modules.tracking import TRAINING_EXPERIMENT  # noqa: E402
 
@@ -74,8 +74,7 @@ class TrainConfig:
     experiment: str = TRAINING_EXPERIMENT
     run_name: str | None = None      # MLflow run name; default gnn-<dataset id>-h<hidden dim>-e<epochs>
     world_size: str = field(default="small", metadata=choice(*WORLD_SIZES))  # embedded world size
-    predict_out: str | None = None   # also write best-checkpoint probabilities of every interaction (.npy, rows
-                                     # of the processed interactions), predicted sharded across the devices
+    predict_out: str | None = None   # also write the best checkpoint's head probabilities of every interaction to this .npy file (rows: the processed interactions), predicted sharded across the devices
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -104,7 +103,7 @@ def check_train_config(config: TrainConfig) -> None:
     """Reject bad options in one line (UsageError) before any data work or MLflow run."""
     for name, value, low in (("epochs", config.epochs, 1), ("hidden-dim", config.hidden_dim, 1),
                              ("batch-size", config.batch_size, 1), ("patience", config.patience, 0),
-                             ("num-workers", config.num_workers, 0)):
+                             ("num-workers", config.num_workers, 0), ("seed", config.seed, 0)):
         if value < low:
             raise UsageError(f"--{name} must be >= {low}, got {value}")
     for name, value in (("lr", config.lr), ("emb-lr-mult", config.emb_lr_mult)):
@@ -122,6 +121,16 @@ def check_train_config(config: TrainConfig) -> None:
         if value not in allowed:
             raise UsageError(f"--{name}: unknown value {value!r}; choose from {', '.join(allowed)}")
     _devices(config.devices)
+    problem = folder_problem(config.root)
+    if problem:
+        raise UsageError(f"--root {config.root}: {problem}; pass a folder where mlruns/ and data/ may be created")
+    if config.predict_out:  # checked now, not after an hour of training
+        out = Path(config.predict_out)
+        if out.is_dir():
+            raise UsageError(f"--predict-out {out} is a folder; pass a file name such as {out / 'pred.npy'}")
+        problem = folder_problem(out.parent)
+        if problem:
+            raise UsageError(f"--predict-out {out}: {problem}; pass a file in a writable folder")
     if config.accelerator in ("gpu", "cuda"):
         import torch
 
@@ -343,7 +352,7 @@ def _reportable(e: BaseException) -> bool:
     is looked up only if Lightning was loaded: the options and the data are checked before it is."""
     from datamodules.raw import DataError
 
-    kinds = [UsageError, DataError, TrainingError, ValueError, FileNotFoundError]  # GraphError is a ValueError
+    kinds = [UsageError, DataError, TrainingError, ValueError, FileNotFoundError, PermissionError]  # GraphError is a ValueError
     fabric = sys.modules.get("lightning_fabric.utilities.exceptions")
     if fabric is not None:
         kinds.append(fabric.MisconfigurationException)

@@ -1,6 +1,7 @@
 """Compare a KuaiRec 2.0-shaped folder (a planted world) with facts measured on the real KuaiRec 2.0 download.
 
-    python experiments/world_vs_facts.py --data-dir data/worlds/small-seed0
+    python experiments/world_vs_facts.py --data-dir data/worlds/small-seed0   # made by the first run_estimation
+    python experiments/world_vs_facts.py --data-dir /tmp/w2                  # or by make_world.py --out /tmp/w2
 
 Prints one line per fact: the real value, the world's value, the tolerance and whether it holds. Count-like
 facts are compared as shares or quantiles, so worlds of any size can be checked. The real values are written

@@ -282,3 +282,130 @@ def test_make_world_after_sigkill_removes_the_dead_generators_temp_folder(tmp_pa
     proc = _run("make_world.py", "--size", "tiny", "--out", out, "--quiet")
     assert proc.returncode == 0, proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([other.name, "w"])
+
+
+# ------------------------------------------------------------------------------------------------ review 3
+def test_make_world_refuses_to_replace_a_folder_it_did_not_write(tmp_path, capsys):
+    """Review 3, #1 (severe): `make_world --out DIR` deleted an existing 'KuaiRec 2.0' that was no planted world
+    (a real download, say). Now: one line, nothing touched; a planted world there is still replaced."""
+    from experiments.make_world import main
+
+    out = tmp_path / "download"
+    data = out / "KuaiRec 2.0" / "data"
+    data.mkdir(parents=True)
+    (data / "big_matrix.csv").write_text("the user's own file\n")
+    one_line_error(_run("make_world.py", "--size", "tiny", "--out", out), "--out", "is not a planted world",
+                   "pass a new --out folder")
+    assert (data / "big_matrix.csv").read_text() == "the user's own file\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["download"]                     # no temp folder left
+    planted = tmp_path / "planted"
+    assert main(["--size", "tiny", "--out", str(planted), "--quiet"]) == 0
+    stale = planted / "KuaiRec 2.0" / "data" / "stale.txt"
+    stale.write_text("x")
+    assert main(["--size", "tiny", "--seed", "1", "--out", str(planted), "--quiet"]) == 0      # a world: replaced
+    assert not stale.exists() and json.loads((planted / "ground_truth" / "truth.json").read_text())["seed"] == 1
+    capsys.readouterr()
+    one_line_error_in_process(main, ["--size", "tiny", "--out", tmp_path, "--side-dir", tmp_path / "nope"], capsys,
+                              "--side-dir", "not a folder")
+
+
+def test_a_root_that_is_a_file_is_one_line_for_every_script(tmp_path, capsys):
+    """Review 3, #2: a --root / --out that is a file (or lies under one) gave tracebacks."""
+    from experiments.prepare_data import main as prepare
+    from experiments.run_estimation import main as estimate
+    from experiments.train_gnn import main as train
+
+    f = tmp_path / "a_file"
+    f.write_text("x")
+    one_line_error(_run("run_estimation.py", "--root", f), "--root", f"{f} is a file")
+    one_line_error_in_process(estimate, ["--root", f / "sub"], capsys, "--root", f"{f} is a file")
+    one_line_error_in_process(train, ["--root", f], capsys, "--root", f"{f} is a file")
+    one_line_error_in_process(prepare, ["--data-dir", tmp_path, "--out", f], capsys, "--out", f"{f} is a file")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write into any folder: permissions cannot be tested here")
+def test_a_root_without_write_permission_is_one_line(tmp_path, capsys):
+    from experiments.run_estimation import main
+
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    try:
+        one_line_error_in_process(main, ["--root", locked / "proj"], capsys, "--root", "not writable")
+    finally:
+        locked.chmod(0o700)
+
+
+def test_run_estimation_negative_world_seed_is_one_line_and_writes_nothing(tmp_path):
+    """Review 3, #4: a traceback, and a lock file left in data/worlds."""
+    one_line_error(_run("run_estimation.py", "--root", tmp_path, "--world-seed", "-1"), "--world-seed", ">= 0")
+    assert not list(tmp_path.iterdir())
+    from datamodules.world import ensure_world
+
+    with pytest.raises(ValueError, match="seed must be >= 0"):
+        ensure_world("tiny", -1, root=tmp_path / "worlds")
+    assert not (tmp_path / "worlds").exists()
+
+
+def test_train_gnn_checks_predict_out_and_seed_before_training(tmp_path, capsys):
+    """Review 3, #5 and #11: --predict-out under a file failed only after training; --seed -1 did not name it."""
+    from experiments.train_gnn import main
+
+    f = tmp_path / "a_file"
+    f.write_text("x")
+    one_line_error(_run("train_gnn.py", "--root", tmp_path, "--predict-out", f / "pred.npy"), "--predict-out",
+                   f"{f} is a file")
+    one_line_error_in_process(main, ["--root", tmp_path, "--predict-out", tmp_path], capsys, "--predict-out",
+                              "is a folder", "pred.npy")
+    one_line_error_in_process(main, ["--root", tmp_path, "--seed", "-1"], capsys, "--seed", ">= 0")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
+
+
+def test_prepare_data_rejects_values_that_break_the_definitions(tmp_path, tiny_world, capsys):
+    """Review 3, #6: train quantile >= val quantile, a zero session gap, a negative ratio, nan, and
+    `--exclude-seen maybe` (read as false) were all accepted and built a dataset."""
+    from datamodules.dataset import DataError, DatasetConfig, prepare_dataset
+    from experiments.prepare_data import main
+
+    out = tmp_path / "processed"
+    one_line_error(_run("prepare_data.py", "--data-dir", tiny_world, "--out", out, "--train-quantile", "0.9"),
+                   "--train-quantile 0.9", "--val-quantile 0.8", "0 < train < val < 1")
+    for flag, value, needle in (("--session-gap-s", "0", "> 0"), ("--neg-ratio", "-1", "> 0"),
+                                ("--ema-alpha", "nan", "finite"), ("--ema-alpha", "1.5", "(0, 1]"),
+                                ("--min-sess-len", "0", "positive integer"), ("--val-quantile", "1", "< 1"),
+                                ("--exclude-seen", "maybe", "true or false")):
+        one_line_error_in_process(main, ["--data-dir", tiny_world, "--out", out, flag, value], capsys, flag, needle)
+    assert not out.exists()
+    with pytest.raises(DataError, match="--burst-gap-s"):
+        prepare_dataset(tiny_world, config=DatasetConfig(burst_gap_s=-5), cache_root=out)
+    assert main(["--data-dir", str(tiny_world), "--out", str(out), "--exclude-seen", "no"]) == 0      # a spelled-out false
+    manifest = json.loads(next(out.glob("*/manifest.json")).read_text())
+    assert manifest["config"]["exclude_seen"] is False
+
+
+def test_side_files_without_rows_or_far_beyond_the_matrix(tmp_path, tiny_world, caplog):
+    """Review 3, #12: a header-only user_features.csv was blamed on big_matrix.csv; #10: side files listing far
+    more videos than the big matrix touches (another download's) were accepted silently: now a warning."""
+    import shutil
+
+    from datamodules.raw import DataError, load_kuairec
+
+    bad = tmp_path / "bad"
+    shutil.copytree(tiny_world, bad)
+    header = (bad / "user_features.csv").read_text().splitlines()[0]
+    (bad / "user_features.csv").write_text(header + "\n")
+    with pytest.raises(DataError, match=r"user_features\.csv: no data rows") as e:
+        load_kuairec(bad)
+    assert "big_matrix" not in str(e.value)
+
+    few = tmp_path / "few"
+    shutil.copytree(tiny_world, few)
+    lines = (few / "big_matrix.csv").read_text().splitlines()
+    kept = [ln for ln in lines[1:] if int(ln.split(",")[1]) < 100]
+    (few / "big_matrix.csv").write_text("\n".join([lines[0], *kept]) + "\n")
+    raw = load_kuairec(few)
+    assert raw.n_videos == 300 and raw.interactions["video_id"].nunique() <= 100
+    assert "lists 300 videos but big_matrix.csv has interactions of only" in caplog.text
+    caplog.clear()
+    load_kuairec(tiny_world)
+    assert "interactions of only" not in caplog.text

@@ -121,6 +121,24 @@ def test_cache_hit_returns_equal_values(tmp_path):
     np.testing.assert_array_equal(np.asarray(f32.probs), fresh)
 
 
+def test_a_truncated_cache_file_is_recomputed(tmp_path, caplog):
+    """A heads cache cut short (a full disk, half a copy) raised `mmap length is greater than file size` on every
+    later run (review 3, #3); now it is recomputed with a warning."""
+    ds, m = _world(S=20, V=80)
+    keys = np.arange(20)
+    first = np.asarray(H.predict_session_heads(m, ds, keys, cache_dir=tmp_path, cache_key="cut").probs).copy()
+    path = tmp_path / "heads-cut.npy"
+    size = path.stat().st_size
+    with open(path, "r+b") as f:
+        f.truncate(size // 2)
+    again = H.predict_session_heads(m, ds, keys, cache_dir=tmp_path, cache_key="cut")
+    np.testing.assert_array_equal(np.asarray(again.probs), first)
+    assert path.stat().st_size == size and "unreadable" in caplog.text
+    path.write_bytes(b"not a numpy file")
+    np.testing.assert_array_equal(np.asarray(H.predict_session_heads(m, ds, keys, cache_dir=tmp_path,
+                                                                      cache_key="cut").probs), first)
+
+
 def test_crash_mid_write_leaves_no_cache_file(tmp_path, monkeypatch):
     ds, m = _world(S=20, V=80)
     keys = np.arange(20)

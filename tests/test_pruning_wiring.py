@@ -127,6 +127,22 @@ def test_skyband_cache_is_atomic_and_validated(tmp_path, monkeypatch):
     assert len(c.indptr) == 5
 
 
+@pytest.mark.parametrize("damage", ["truncate", "garbage"])
+def test_a_damaged_skyband_cache_is_recomputed(tmp_path, caplog, damage):
+    """A cache file cut short (full disk, half a copy) or overwritten is recomputed with a warning, not an error."""
+    rng = np.random.default_rng(1)
+    probs = rng.random((6, 50, 4)).astype(np.float16)
+    k = rng.integers(2, 8, size=6)
+    path = pruning.skyband_cache_path(tmp_path, "dmg", True)
+    good = pruning.cached_skyband(probs, k, cache_path=path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2] if damage == "truncate" else b"\x00" * 100)
+    again = pruning.cached_skyband(probs, k, cache_path=path)
+    np.testing.assert_array_equal(again.values, good.values)
+    np.testing.assert_array_equal(again.indptr, good.indptr)
+    assert "unreadable" in caplog.text and path.read_bytes() == data            # rewritten whole
+
+
 def test_torch_paths_used_on_gpu_match_the_numpy_paths(monkeypatch):
     """The device-agnostic torch code (what runs on CUDA) gives the same top-K sets and losses as the numpy
     shortcuts used on CPU; with ties, exclusions and pruned candidates."""

@@ -80,11 +80,36 @@ def test_runs_steps_weights_and_figures_are_in_mlflow(e2e):
 
 def test_second_invocation_reuses_the_gnn_run(e2e):
     root, _ = e2e
-    proc = _cli("--root", root, "--world-size", "tiny", "--max-evals", "10", "--objectives", "cat_ce")
+    proc = _cli("--root", root, "--world-size", "tiny", "--max-evals", "10", "--objectives", "cat_ce",
+                "--epochs", "5")
     assert proc.returncode == 0, proc.stderr[-2000:]
     client = mlflow.MlflowClient(f"sqlite:///{root.resolve()}/mlruns/mlflow.db")
     gnn = client.get_experiment_by_name("gnn-training")
     assert len(client.search_runs([gnn.experiment_id])) == 1
+    # review 3, #9: --epochs without --retrain was silently ignored
+    assert "--epochs 5 has no effect" in proc.stderr and "--retrain" in proc.stderr
+
+
+def test_readme_search_runs_snippet_lists_the_children(e2e):
+    """The README's `mlflow.search_runs` example, run as printed in the project root of a finished job."""
+    root, _ = e2e
+    text = (ROOT / "README.md").read_text()
+    start = text.index("```python\nimport mlflow\nmlflow.set_tracking_uri")
+    code = text[start + len("```python\n"):text.index("```", start + 10)]
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "cat_ce" in proc.stdout and "nelder-mead" in proc.stdout and "final_loss" in proc.stdout
+
+
+def test_planted_w_star_outside_the_constrained_signs_warns(tmp_path):
+    """Review 3, #14: make_world warned, the estimation (which cannot recover it) did not."""
+    from datamodules.world import make_world
+
+    data = make_world(tmp_path / "w", size="tiny", seed=2, w_star=[0.3, 0.3, 0.2, 0.2])
+    proc = _cli("--root", tmp_path, "--data-dir", data, "--heads", "oracle", "--objectives", "cat_ce",
+                "--max-evals", "5", "--bootstrap", "0", "--no-landscape")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "neg +0.200, outside the constrained space" in proc.stderr and "--space reference" in proc.stderr
 
 
 def _one_line_error(proc, *needles):
