@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import math
+import numbers
 import os
 import shutil
 import time
@@ -66,7 +67,7 @@ class DatasetConfig:
         for name in ("session_gap_s", "burst_gap_s", "complete_ratio", "long_play_ms", "rewatch_ratio", "neg_ratio",
                      "train_quantile", "val_quantile", "ema_alpha"):
             v = getattr(self, name)
-            if not isinstance(v, (int, float)) or not math.isfinite(v):
+            if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
                 bad(name, v, "a finite number")
         for name in ("session_gap_s", "burst_gap_s", "complete_ratio", "long_play_ms", "rewatch_ratio", "neg_ratio"):
             if getattr(self, name) <= 0:
@@ -76,7 +77,8 @@ class DatasetConfig:
                             f"0 < train < val < 1 (train before the first, val up to the second, test after)")
         if not 0 < self.ema_alpha <= 1:
             bad("ema_alpha", self.ema_alpha, "in (0, 1]")
-        if int(self.min_sess_len) != self.min_sess_len or self.min_sess_len < 1:
+        k = self.min_sess_len
+        if isinstance(k, bool) or not isinstance(k, numbers.Real) or not math.isfinite(k) or int(k) != k or k < 1:
             bad("min_sess_len", self.min_sess_len, "a positive integer")
         if not isinstance(self.exclude_seen, bool):
             bad("exclude_seen", self.exclude_seen, "true or false")

@@ -816,11 +816,13 @@ def _install(tmp: Path, out_dir: Path) -> None:
 
 
 def make_world(out_dir, size: str = "small", seed: int = 0, w_star=None, params: dict | None = None,
-               side_dir=None) -> Path:
+               side_dir=None, replace_foreign: bool = False) -> Path:
     """Generate a planted world into out_dir atomically; returns out_dir/'KuaiRec 2.0'/data.
 
     side_dir: a folder with real user_features.csv, item_categories.csv and kuairec_caption_category.csv; they are
-    copied byte for byte and only the rest is synthesized (users/videos/categories then come from them)."""
+    copied byte for byte and only the rest is synthesized (users/videos/categories then come from them).
+    A 'KuaiRec 2.0' folder already in out_dir without ground_truth/ beside it (a real download?) is refused unless
+    replace_foreign (for folders this code manages, such as ensure_world's)."""
     if size not in SIZES:
         raise ValueError(f"size must be one of {sorted(SIZES)}, got {size!r}")
     if int(seed) < 0:
@@ -831,7 +833,8 @@ def make_world(out_dir, size: str = "small", seed: int = 0, w_star=None, params:
     params = {**DEFAULT_PARAMS, **(params or {})}
     w = _normalize_w(w_star)
     out_dir = Path(out_dir).resolve()
-    _refuse_foreign_data(out_dir)
+    if not replace_foreign:
+        _refuse_foreign_data(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_tmp(out_dir)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-{os.getpid()}-", dir=out_dir.parent))
@@ -891,5 +894,5 @@ def ensure_world(size: str = "small", seed: int = 0, root=None) -> Path:
         if not world_current(target, size, seed):
             if world_complete(target):
                 log.warning("world %s was made by an older generator or other params: regenerating it", target)
-            make_world(target, size=size, seed=seed)
+            make_world(target, size=size, seed=seed, replace_foreign=True)  # our own folder, whatever is left
     return target / DATA_SUBDIR

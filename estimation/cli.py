@@ -46,14 +46,18 @@ def error(message, status: int = 2) -> int:
 def folder_problem(path) -> str | None:
     """Why files cannot be created under `path` (a file in the way, a folder without write permission), or None.
     Checks the nearest existing folder on the way up, so a path that does not exist yet is fine."""
-    p = Path(path).expanduser()
+    p = Path(path)  # not expanded: the scripts use the path as given (a quoted '~' is a folder named '~')
     for q in (p, *p.parents):
-        if q.exists():
-            if not q.is_dir():
-                return f"{q} is a file, not a folder"
-            if not os.access(q, os.W_OK | os.X_OK):
-                return f"{q} is not writable"
-            return None
+        try:
+            if not q.exists():
+                continue
+        except OSError as e:  # a parent that cannot be searched
+            return f"{q} cannot be accessed ({e.strerror})"
+        if not q.is_dir():
+            return f"{q} is a file, not a folder"
+        if not os.access(q, os.W_OK | os.X_OK):
+            return f"{q} is not writable"
+        return None
     return None
 
 

@@ -118,7 +118,7 @@ def ensure_study_world(out: Path, spec: dict, size: str) -> Path:
     truth = load_truth(root) if world_complete(root) else None
     if truth is None or truth.get("size") != size or truth.get("seed") != spec["seed"] or \
             not np.allclose(truth.get("w_star"), spec["w_star"], atol=1e-9):
-        make_world(root, size=size, seed=spec["seed"], w_star=spec["w_star"])
+        make_world(root, size=size, seed=spec["seed"], w_star=spec["w_star"], replace_foreign=True)
     return root / DATA_SUBDIR
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from datamodules.raw import DataError  # noqa: E402
 from datamodules.schema import HEADS  # noqa: E402
 from datamodules.world import SIZES, load_truth, make_world  # noqa: E402
 from estimation.cli import OneLineParser, error, setup_logging  # noqa: E402
@@ -88,7 +89,7 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     try:
         data_dir = make_world(args.out, size=args.size, seed=args.seed, w_star=w, side_dir=args.side_dir)
-    except (OSError, ValueError) as e:  # a folder we may not write, a full disk, a bad side file
+    except (OSError, ValueError, DataError) as e:  # a folder we may not write, a full disk, a bad side file
         return error(f"--out {args.out}: {e.__class__.__name__}: {e}")
     truth = load_truth(data_dir)
     print(f"world written to {data_dir} in {time.perf_counter() - t0:.1f}s")

@@ -149,7 +149,7 @@ def resolve_data_dir(config: TrainConfig) -> str:
         return str(config.data_dir)
     from datamodules.world import ensure_world
 
-    return str(ensure_world(config.world_size, config.seed))
+    return str(ensure_world(config.world_size, config.seed, root=Path(config.root) / "data" / "worlds"))
 
 
 def load_training_dataset(config: TrainConfig):

@@ -409,3 +409,22 @@ def test_side_files_without_rows_or_far_beyond_the_matrix(tmp_path, tiny_world, 
     caplog.clear()
     load_kuairec(tiny_world)
     assert "interactions of only" not in caplog.text
+
+
+def test_make_world_bad_side_dir_is_one_line_and_ensure_world_repairs_its_own_folder(tmp_path, capsys):
+    """Review of review 3: a side folder missing a file was a DataError traceback; ensure_world must still rebuild
+    its own world folder when ground_truth/ was deleted (the refusal is for folders the user owns)."""
+    from datamodules.world import ensure_world
+    from experiments.make_world import main
+
+    side = tmp_path / "side"
+    side.mkdir()
+    (side / "user_features.csv").write_text("user_id\n0\n")
+    one_line_error_in_process(main, ["--size", "tiny", "--out", tmp_path / "w", "--side-dir", side], capsys,
+                              "item_categories.csv")
+    data = ensure_world("tiny", 3, root=tmp_path / "worlds")
+    import shutil
+
+    shutil.rmtree(data.parents[1] / "ground_truth")
+    assert ensure_world("tiny", 3, root=tmp_path / "worlds") == data
+    assert (data.parents[1] / "ground_truth" / "truth.json").is_file()
