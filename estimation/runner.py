@@ -157,8 +157,12 @@ def find_gnn_run(client, dataset_id: str, run_id: str | None, tracking_uri: str)
     if not usable:
         return None
     run = usable[0]
+    try:
+        best = f"{float(run.data.tags['best_val_auc_mean']):.4f}"
+    except ValueError:
+        best = run.data.tags["best_val_auc_mean"]
     log.info("reusing GNN run %s (%s, best val auc_mean %s); --retrain trains a new one", run.info.run_id,
-             run.info.run_name, run.data.tags["best_val_auc_mean"])
+             run.info.run_name, best)
     return run.info.run_id
 
 
@@ -453,11 +457,13 @@ def estimate(config: EstimationConfig, inputs: Inputs, client, uri: str, t_start
         _log_data_quality(client, parent_id, dataset)
         if w_star is not None:
             _log_weights(client, parent_id, "w_star_", w_star)
+        t_est = time.time()
         for obj_name, objective in inputs.objectives.items():
             for method in optimizer_names:
                 results.append(_estimate_pair(client, parent_id, obj_name, objective, method, config, inputs,
                                               optimize, start_child_run, StepLogger, log_final, plots))
         _log_parent_summary(client, parent_id, results, w_star, plots)
+        timings["estimation_s"] = time.time() - t_est  # optimizers, bootstrap, landscapes, MLflow logging
         timings["total_s"] = time.time() - t_start
         for k, v in timings.items():
             client.log_metric(parent_id, f"time_{k}", v)

@@ -83,7 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     print(format_summary(summary))
     t = summary["timings"]
     print(f"\n{summary['n_sessions']} valid test sessions; total {t.get('total_s', 0):.1f}s "
-          f"(data {t.get('data_s', 0):.1f}s, GNN {t.get('gnn_s', 0):.1f}s, heads {t.get('heads_s', 0):.1f}s)")
+          f"(data {t.get('data_s', 0):.1f}s, GNN {t.get('gnn_s', 0):.1f}s, heads {t.get('heads_s', 0):.1f}s, "
+          f"pruning + ranker {t.get('ranker_s', 0):.1f}s, "
+          f"estimation {t.get('estimation_s', 0):.1f}s)")
     heads = f"GNN run {summary['gnn_run_id']}" if summary.get("heads", "gnn") == "gnn" else "oracle heads (no GNN)"
     print(f"parent run {summary['parent_run_id']}; {heads}")
     print(f"\nSee the runs:  mlflow ui --backend-store-uri {summary['tracking_uri']} --port 5000")

@@ -33,6 +33,13 @@ def test_cli_prints_summary_and_mlflow_command(e2e):
     out = proc.stdout
     assert "cat_ce" in out and "emb_l2" in out and "planted w*" in out
     assert f"mlflow ui --backend-store-uri sqlite:///{root.resolve()}/mlruns/mlflow.db" in out
+    import re
+
+    m = re.search(r"total ([\d.]+)s \(data ([\d.]+)s, GNN ([\d.]+)s, heads ([\d.]+)s, pruning \+ ranker ([\d.]+)s, "
+                  r"estimation ([\d.]+)s\)", out)
+    assert m, out[-1500:]                                                     # review 3, #17: the time broken down
+    total, *parts = map(float, m.groups())
+    assert parts[-1] > 0 and sum(parts) <= total + 0.5
 
 
 def test_runs_steps_weights_and_figures_are_in_mlflow(e2e):
