@@ -72,6 +72,9 @@ class DatasetConfig:
         for name in ("session_gap_s", "burst_gap_s", "complete_ratio", "long_play_ms", "rewatch_ratio", "neg_ratio"):
             if getattr(self, name) <= 0:
                 bad(name, getattr(self, name), "> 0")
+        if self.burst_gap_s > self.session_gap_s:
+            raise DataError(f"--burst-gap-s {self.burst_gap_s} is longer than --session-gap-s {self.session_gap_s}: "
+                            f"bursts split sessions, so the burst gap must not exceed the session gap")
         if not 0 < self.train_quantile < self.val_quantile < 1:
             raise DataError(f"--train-quantile {self.train_quantile} and --val-quantile {self.val_quantile}: need "
                             f"0 < train < val < 1 (train before the first, val up to the second, test after)")

@@ -96,7 +96,7 @@ def _check_header(path: Path, repairs: dict) -> list[str]:
     if first.startswith("\ufeff"):
         first = first[1:]
         repairs[f"{path.stem}.bom_stripped"] = 1
-    cols = next(csv.reader([first.rstrip("\r\n")]), [])
+    cols = _split_header(first, path)
     want = schema.RAW_FILES[path.name]
     missing = [c for c in want if c not in cols]
     extra = [c for c in cols if c not in want]
@@ -121,9 +121,18 @@ def _arrow_read(path: Path, types: dict, columns=None, repairs=None) -> pd.DataF
     return table.to_pandas()
 
 
+def _split_header(line: str, path: Path) -> list[str]:
+    """Column names of a header line; a stray carriage return or quote in it is a DataError, not csv.Error."""
+    try:
+        return next(csv.reader([line.rstrip("\r\n")]), [])
+    except csv.Error as e:
+        raise DataError(f"{path.name}: line 1 (the header) is not plain CSV ({e}); the file is damaged: "
+                        f"re-download it") from None
+
+
 def _header(path: Path) -> list[str]:
     with open(path, "rb") as fh:
-        return next(csv.reader([fh.readline().decode("utf-8", "replace").lstrip("\ufeff").rstrip("\r\n")]), [])
+        return _split_header(fh.readline().decode("utf-8", "replace").lstrip("\ufeff"), path)
 
 
 def _arrow_error(path: Path, msg: str, types: dict) -> str:
@@ -133,6 +142,9 @@ def _arrow_error(path: Path, msg: str, types: dict) -> str:
     m = re.search(r"Expected (\d+) columns, got (\d+)", msg)
     if m:
         found = _line_with_field_count(path, int(m.group(1)))
+        if found and found[1] < 0:
+            return (f"{path.name}: line {found[0]} is damaged (a stray quote or carriage return); re-download "
+                    f"the file (or repair that line)")
         if found:
             return (f"{path.name}: line {found[0]} has {found[1]} of {m.group(1)} fields: file truncated or "
                     f"malformed; re-download it (or repair that line)")
@@ -156,7 +168,10 @@ def _line_with_field_count(path: Path, expected: int) -> tuple[int, int] | None:
             line = line.rstrip("\r\n")
             if not line:
                 continue
-            n = len(next(csv.reader([line]))) if '"' in line else line.count(",") + 1
+            try:
+                n = len(next(csv.reader([line]))) if '"' in line else line.count(",") + 1
+            except csv.Error:  # a stray carriage return or quote: this line is the damaged one
+                return i, -1
             if n != expected:
                 return i, n
     return None

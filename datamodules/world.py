@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -707,8 +708,10 @@ def _side_tables(side_dir: Path) -> tuple[pd.DataFrame, int]:
     from datamodules import raw  # local import: raw does not depend on world
 
     side_dir = Path(side_dir)
-    for f in SIDE_COPY:
-        raw._require(side_dir, f)
+    missing = [f for f in SIDE_COPY if not (side_dir / f).is_file()]
+    if missing:
+        raise raw.DataError(f"{side_dir} lacks {', '.join(missing)}; a side folder holds {', '.join(SIDE_COPY)} "
+                            f"(e.g. a download's 'KuaiRec 2.0/data')")
     cat, _ = raw.read_caption(side_dir / "kuairec_caption_category.csv", {})
     users = raw.read_users(side_dir / "user_features.csv", {})
     tags = raw.read_item_tags(side_dir / "item_categories.csv", {})
@@ -841,7 +844,12 @@ def make_world(out_dir, size: str = "small", seed: int = 0, w_star=None, params:
     try:
         os.chmod(tmp, 0o755)
         _generate(tmp, size, int(seed), w, params, side_dir=side_dir)
-        _install(tmp, out_dir)
+        # no Ctrl-C between the renames: a world is replaced whole or not at all
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        try:
+            _install(tmp, out_dir)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out_dir / DATA_SUBDIR

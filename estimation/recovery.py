@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 from datamodules.schema import HEADS, WEIGHT_KEYS, WORLD_SIZES
-from estimation.cli import choice
+from estimation.cli import choice, folder_problem
 from estimation.runner import OBJECTIVES, OPTIMIZERS, UsageError
 
 log = logging.getLogger("recovery_study")
@@ -148,9 +148,10 @@ def run_world(cfg: StudyConfig, spec: dict, mode: str, index: int, client, uri: 
                                                                  "world": spec["name"], "kind": spec["kind"]})
     results = summary["results"]
     try:
-        geom = head_geometry(next(iter(inputs.objectives.values())).ranker)
-        with open(Path(cfg.out) / "geometry.jsonl", "a") as f:
-            f.write(json.dumps({"world": spec["name"], "heads": mode, **geom}) + "\n")
+        if cfg.geometry:
+            geom = head_geometry(next(iter(inputs.objectives.values())).ranker)
+            with open(Path(cfg.out) / "geometry.jsonl", "a") as f:
+                f.write(json.dumps({"world": spec["name"], "heads": mode, **geom}) + "\n")
     except Exception as e:  # a diagnostic: never lose a world's results over it
         log.warning("head geometry of %s/%s failed: %s", spec["name"], mode, e)
     if landscape and cfg.profiles:
@@ -426,7 +427,8 @@ def recovery_figure(rows: list[dict], path=None, target: float = 0.05):
     ax2.axhline(0.9, color="k", ls=":", lw=1)
     ax2.set_ylim(0, 1.05)
     ax2.set_ylabel("coverage of w* (per weight)")
-    ax2.legend(fontsize=8)
+    if ax2.get_legend_handles_labels()[0]:  # no bootstrap: no bars, no legend (and no matplotlib warning)
+        ax2.legend(fontsize=8)
     ax2.set_xticks(x)
     ax2.set_xticklabels(labels, rotation=60, ha="right", fontsize=8)
     return plots._finish(fig, path)
@@ -475,11 +477,12 @@ def check_study(cfg: StudyConfig) -> list[str]:
                                  ("heads", cfg.heads, ("oracle", "gnn", "both"))):
         if value not in allowed:
             raise UsageError(f"--{name}: unknown value {value!r}; choose from {', '.join(allowed)}")
+    out = Path(cfg.out)
+    problem = folder_problem(out)
+    if problem:
+        raise UsageError(f"--out {out}: {problem}; pass a folder for the study")
     for mode in cfg.modes():  # objectives, optimizers, budgets: the estimation's own checks
         runner.check_config(estimation_config(cfg, Path(cfg.out), mode, False, "check"))
-    out = Path(cfg.out)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} is a file; pass a folder for the study")
     if cfg.report_only or not load_rows(out):
         return []
     try:
@@ -515,6 +518,8 @@ def run_study(cfg: StudyConfig) -> dict:
 
     changed = check_study(cfg)  # before anything is written
     out = Path(cfg.out)
+    if cfg.report_only and not load_rows(out):
+        raise UsageError(f"--report-only: no results in {out / 'results.jsonl'}; run the study there first")
     out.mkdir(parents=True, exist_ok=True)
     if changed:
         _move_old_results(out)

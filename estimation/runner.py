@@ -52,7 +52,7 @@ class UsageError(Exception):
 @dataclass
 class EstimationConfig:
     data_dir: str | None = None        # KuaiRec 2.0 folder; None: the embedded planted world
-    world_size: str = "small"          # embedded world size (tiny, small, kuairec)
+    world_size: str = "small"          # embedded planted world when no --data-dir (see README: sizes)
     world_seed: int = 0                # embedded world seed
     matrix: str = "big"                # interaction matrix to use (big or small)
     gnn_run_id: str | None = None      # MLflow run of the GNN to use; default: newest finished run for this dataset
@@ -248,8 +248,10 @@ def check_config(config: EstimationConfig) -> tuple[list[str], list[str]]:
                         ("grid-resolution", config.grid_resolution), ("epochs", config.epochs)):
         if value < 1:
             raise UsageError(f"--{name} must be a positive integer, got {value}")
-    if config.grid_max_evals < 0 or config.landscape_resolution < 2:
-        raise UsageError("--grid-max-evals must be >= 0 (0: the whole lattice) and --landscape-resolution >= 2")
+    if config.grid_max_evals < 0:
+        raise UsageError(f"--grid-max-evals must be >= 0 (0: the whole lattice), got {config.grid_max_evals}")
+    if config.landscape_resolution < 2:
+        raise UsageError(f"--landscape-resolution must be >= 2, got {config.landscape_resolution}")
     if config.bootstrap < 0 or config.bootstrap_resolution < 1:
         raise UsageError("--bootstrap must be >= 0 and --bootstrap-resolution >= 1")
     if not 0 < config.m_exponent <= 1:

@@ -7,10 +7,12 @@ that step gets `nonfinite_loss` = 1 instead, and its weights as usual.
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import math
 import os
+import shutil
 import socket
 import time
 from pathlib import Path
@@ -37,11 +39,17 @@ def setup_mlflow(root: str | Path = ".") -> str:
     art.mkdir(parents=True, exist_ok=True)
     uri = f"sqlite:///{root / 'mlruns' / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
-    client = MlflowClient(uri)
-    for name in EXPERIMENTS:
-        if client.get_experiment_by_name(name) is None:
-            client.create_experiment(name, artifact_location=(art / name).as_uri())
-    sweep_dead_runs(client)
+    # one process at a time creates the schema and the experiments: two jobs starting together on a new root
+    # otherwise race in MLflow's database migration ("Online migration expected to match one row")
+    with open(root / "mlruns" / ".setup.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        client = MlflowClient(uri)
+        for name in EXPERIMENTS:
+            if client.get_experiment_by_name(name) is None:
+                client.create_experiment(name, artifact_location=(art / name).as_uri())
+        for run_id in sweep_dead_runs(client):  # a SIGKILLed training leaves Lightning's staged checkpoints
+            for staged in (root / "mlruns" / "lightning").glob(f"*/{run_id}"):
+                shutil.rmtree(staged, ignore_errors=True)
     return uri
 
 

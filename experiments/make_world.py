@@ -1,9 +1,12 @@
 """Generate a planted synthetic KuaiRec 2.0 world (raw CSVs + ground truth) from the command line.
 
     python experiments/make_world.py --size tiny --seed 1 --out /tmp/w1
-    python experiments/make_world.py --size small --out /tmp/w2 --w-star=-0.1,0.5,0.2,-0.2   # note the '='
+    python experiments/make_world.py --size small --out /tmp/w2 --w-star 0.4,0.3,0.1,-0.2
+    python experiments/make_world.py --size small --out /tmp/w3 --w-star=-0.1,0.5,0.2,-0.2   # note the '='
 
-A w* that starts with a minus sign is best written --w-star=-0.1,... (the form with a space works here too).
+A w* that starts with a minus sign is best written --w-star=-0.1,... (the form with a space works here too); such
+a w* lies outside the constrained space that run_estimation searches by default (signs +, +, +, -), so only
+--space reference can recover it: make_world warns.
 """
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from datamodules.raw import DataError  # noqa: E402
 from datamodules.schema import HEADS  # noqa: E402
 from datamodules.world import SIZES, load_truth, make_world  # noqa: E402
-from estimation.cli import OneLineParser, error, setup_logging  # noqa: E402
+from estimation.cli import OneLineParser, error, interruptible, is_interrupt, setup_logging  # noqa: E402
 from estimation.landscape import CONSTRAINED_SIGNS  # noqa: E402  (the default --space of run_estimation)
 
 
@@ -88,9 +91,18 @@ def main(argv=None) -> int:
     setup_logging(logging.WARNING if args.quiet else logging.INFO, fmt="%(asctime)s %(message)s")
     t0 = time.perf_counter()
     try:
-        data_dir = make_world(args.out, size=args.size, seed=args.seed, w_star=w, side_dir=args.side_dir)
-    except (OSError, ValueError, DataError) as e:  # a folder we may not write, a full disk, a bad side file
-        return error(f"--out {args.out}: {e.__class__.__name__}: {e}")
+        with interruptible():
+            data_dir = make_world(args.out, size=args.size, seed=args.seed, w_star=w, side_dir=args.side_dir)
+    except DataError as e:  # only the side files are read
+        return error(f"--side-dir {args.side_dir}: {e}")
+    except (OSError, ValueError) as e:  # a folder we may not write, a full disk, a folder that is not ours
+        return error(f"--out {args.out}: {e}")
+    except BaseException as e:  # Ctrl-C / SIGTERM: the temporary folder is gone, an old world there untouched
+        if not is_interrupt(e):
+            raise
+        print(f"interrupted ({'SIGINT' if isinstance(e, KeyboardInterrupt) else e}); no partial world left "
+              f"in {args.out}", file=sys.stderr)
+        return 130 if isinstance(e, KeyboardInterrupt) else getattr(e, "exit_status", 130)
     truth = load_truth(data_dir)
     print(f"world written to {data_dir} in {time.perf_counter() - t0:.1f}s")
     print(json.dumps({"w_star": [round(x, 12) + 0.0 for x in truth["w_star"]], "rows": truth["rows"]}))

@@ -67,7 +67,8 @@ def test_unknown_choices_are_one_line_errors_listing_the_choices(tmp_path, capsy
                         ("--precision", "fp8"), ("--checkpoint", "first"), ("--world-size", "huge")):
         one_line_error_in_process(main, ["--root", tmp_path, flag, value], capsys, flag, "choose from")
     for flag, value in (("--grid-max-evals", "-1"), ("--landscape-resolution", "1")):  # finding 1, the rest
-        one_line_error_in_process(main, ["--root", tmp_path, flag, value], capsys, flag)
+        line = one_line_error_in_process(main, ["--root", tmp_path, flag, value], capsys, flag)
+        assert line.startswith(f"error: {flag} must be"), line                # review 3b: the flag at fault first
     assert not (tmp_path / "mlruns").exists()
 
 
@@ -230,9 +231,13 @@ def test_recovery_study_bad_options_write_nothing(tmp_path, capsys):
     out = tmp_path / "study"
     one_line_error(_run("recovery_study.py", "--out", out, "--n-worlds", "0"), "--n-worlds must be >= 1")
     for args, needle in ((["--size", "huge"], "--size"), (["--objectives", "foo"], "--objectives"),
-                         (["--max-evals", "0"], "--max-evals")):
+                         (["--max-evals", "0"], "--max-evals"), (["--report-only"], "no results in")):
         one_line_error_in_process(main, ["--out", out, *args], capsys, needle)
     assert not out.exists()
+    f = tmp_path / "a_file"  # review 3b, #6: the message named --root, which recovery_study does not have
+    f.write_text("x")
+    line = one_line_error_in_process(main, ["--out", f], capsys, "--out", f"{f} is a file")
+    assert "--root" not in line
 
 
 def test_recovery_study_resume_with_other_options_refuses_unless_force(tmp_path):
@@ -373,6 +378,7 @@ def test_prepare_data_rejects_values_that_break_the_definitions(tmp_path, tiny_w
     for flag, value, needle in (("--session-gap-s", "0", "> 0"), ("--neg-ratio", "-1", "> 0"),
                                 ("--ema-alpha", "nan", "finite"), ("--ema-alpha", "1.5", "(0, 1]"),
                                 ("--min-sess-len", "0", "positive integer"), ("--val-quantile", "1", "< 1"),
+                                ("--burst-gap-s", "5000", "must not exceed the session gap"),
                                 ("--exclude-seen", "maybe", "true or false")):
         one_line_error_in_process(main, ["--data-dir", tiny_world, "--out", out, flag, value], capsys, flag, needle)
     assert not out.exists()
@@ -420,8 +426,9 @@ def test_make_world_bad_side_dir_is_one_line_and_ensure_world_repairs_its_own_fo
     side = tmp_path / "side"
     side.mkdir()
     (side / "user_features.csv").write_text("user_id\n0\n")
-    one_line_error_in_process(main, ["--size", "tiny", "--out", tmp_path / "w", "--side-dir", side], capsys,
-                              "item_categories.csv")
+    line = one_line_error_in_process(main, ["--size", "tiny", "--out", tmp_path / "w", "--side-dir", side], capsys,
+                                     "--side-dir", "lacks item_categories.csv, kuairec_caption_category.csv")
+    assert "big_matrix" not in line and "DataError" not in line
     data = ensure_world("tiny", 3, root=tmp_path / "worlds")
     import shutil
 

@@ -118,3 +118,23 @@ def test_sigterm_during_train_gnn_marks_the_run_killed(root, tiny_world):
     assert err[-1] == f"interrupted (SIGTERM); run {run} marked KILLED", err[-5:]
     assert _status(root, run) == "KILLED"
     assert "best_val_auc_mean" not in client.get_run(run).data.tags
+
+
+def test_ctrl_c_during_make_world_is_one_line_and_keeps_the_old_world(tmp_path):
+    """Review 3b, #3: make_world printed a KeyboardInterrupt traceback. The small world's serving loop takes
+    seconds; the signal lands once its temporary folder exists. The old world at --out stays as it was."""
+    from datamodules.world import make_world
+
+    out = tmp_path / "w"
+    make_world(out, size="tiny", seed=5)
+    before = (out / "ground_truth" / "truth.json").read_text()
+    proc = _start("make_world.py", "--size", "small", "--seed", "1", "--out", out)
+    t0 = time.time()
+    while not list(tmp_path.glob(".w.tmp-*")) and time.time() - t0 < 60:
+        assert proc.poll() is None, proc.stderr.read()[-2000:]
+        time.sleep(0.05)
+    time.sleep(0.5)
+    status, err = _interrupt(proc, signal.SIGINT)
+    assert status == 130 and err == [f"interrupted (SIGINT); no partial world left in {out}"], err
+    assert (out / "ground_truth" / "truth.json").read_text() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w"]                 # the temporary folder is gone

@@ -93,3 +93,17 @@ def test_missing_csv_says_what_to_do(tiny_world, tmp_path):
     (tmp_path / "d" / "item_categories.csv").unlink()
     with pytest.raises(DataError, match="missing item_categories.csv.*re-download the dataset or regenerate the world"):
         prepare_dataset(tmp_path / "d", cache_root=tmp_path / "c")
+
+
+def test_carriage_return_inside_the_header_is_one_line(tiny_world, tmp_path):
+    """Review 3b, #2: `user_id,video\\r_id,...` raised csv.Error (a traceback) from the header check."""
+    shutil.copytree(tiny_world, tmp_path / "d")
+    path = tmp_path / "d" / "big_matrix.csv"
+    header, rest = path.read_bytes().split(b"\n", 1)
+    path.write_bytes(header.replace(b"video_id", b"video\r_id") + b"\n" + rest)
+    with pytest.raises(DataError, match=r"big_matrix\.csv: line 1 \(the header\) is not plain CSV.*re-download"):
+        load_kuairec(tmp_path / "d")
+    proc = subprocess.run([sys.executable, str(ROOT / "experiments" / "prepare_data.py"), "--data-dir",
+                           str(tmp_path / "d"), "--out", str(tmp_path / "p")], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1

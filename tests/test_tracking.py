@@ -1,5 +1,6 @@
 """MLflow helpers against a real sqlite store in a temporary root."""
 import time
+from pathlib import Path
 
 import numpy as np
 from mlflow.tracking import MlflowClient
@@ -76,3 +77,47 @@ def test_runs_of_dead_processes_are_marked_killed_at_the_next_start(tmp_path):
     setup_mlflow(tmp_path)
     status = {r: client.get_run(r).info.status for r in (dead, alive, elsewhere, untagged)}
     assert status == {dead: "KILLED", alive: "RUNNING", elsewhere: "RUNNING", untagged: "RUNNING"}
+
+
+def test_a_sigkilled_trainings_staged_checkpoints_go_with_its_run(tmp_path):
+    """Review 3b, #8: after SIGKILL, mlruns/lightning/<exp>/<run>/checkpoints/*.ckpt stayed for good; the job
+    that marks the run KILLED now removes them (and leaves a live run's staging alone)."""
+    import subprocess
+
+    from estimation.tracking import process_tags, setup_mlflow
+
+    uri = setup_mlflow(tmp_path)
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("gnn-training").experiment_id
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    dead = client.create_run(exp, tags={**process_tags(), "pid": str(gone.pid)}).info.run_id
+    alive = client.create_run(exp, tags=process_tags()).info.run_id
+    staged = {}
+    for run in (dead, alive):
+        d = tmp_path / "mlruns" / "lightning" / exp / run / "checkpoints"
+        d.mkdir(parents=True)
+        (d / "last.ckpt").write_bytes(b"x" * 100)
+        staged[run] = d
+    setup_mlflow(tmp_path)
+    assert not staged[dead].parent.exists() and (staged[alive] / "last.ckpt").exists()
+
+
+def test_jobs_starting_together_on_a_new_root_share_one_store(tmp_path):
+    """Review 3b, #1: two jobs started at once on a fresh --root raced in MLflow's schema migration (traceback in
+    one of them). Four processes set the store up at the same moment; all succeed, with one set of experiments."""
+    import subprocess
+    import sys
+
+    code = ("import sys, time; from estimation.tracking import setup_mlflow; "
+            "t = float(sys.argv[2]); time.sleep(max(0.0, t - time.time())); setup_mlflow(sys.argv[1])")
+    import time
+
+    start = time.time() + 6  # after every interpreter has imported MLflow
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path), str(start)], stderr=subprocess.PIPE,
+                              text=True, cwd=Path(__file__).resolve().parents[1]) for _ in range(4)]
+    errors = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0, 0], [e[-800:] for e in errors]
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    names = sorted(e.name for e in client.search_experiments())
+    assert names.count("gnn-training") == 1 and names.count("head-weight-estimation") == 1
