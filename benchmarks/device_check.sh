@@ -32,6 +32,10 @@ step() {  # step <seconds> <title> <command...>
 }
 step 30 "environment" python -c "import torch, os; print(torch.__version__, 'cuda', torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else '-', 'cpus', os.cpu_count())"
 step 120 "GPU self-check (CUDA = CPU results)" python benchmarks/gpu_selfcheck.py
+if ! python -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)"; then
+  echo "no CUDA device visible to torch: the benchmarks need one (run this script on a GPU machine)" | tee -a "$LOG"
+  exit 2
+fi
 step 150 "head prediction benchmark (cuda, auto precision, whole prediction of $SESSIONS sessions)" \
   python benchmarks/bench_heads.py --device cuda --precision auto --nb-sessions 3 --our-sessions "$OURS" \
   --full --full-sessions "$SESSIONS"
