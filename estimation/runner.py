@@ -620,7 +620,7 @@ def format_summary(summary: dict) -> str:
         f" {'loss':>12} {'evals':>6}" + (f" {'L1 err':>8}" if w_star is not None else "")
     lines = [head, "-" * len(head)]
     for r in summary["results"]:
-        line = f"{r.objective:<14} {r.optimizer:<12} " + " ".join(f"{v:>10.4f}" for v in r.w) + \
+        line = f"{r.objective:<14} {r.optimizer:<12} " + " ".join(f"{round(v, 4) + 0.0:>10.4f}" for v in r.w) + \
             f" {r.loss:>12.5g} {r.n_evals:>6d}"
         if w_star is not None:
             line += f" {r.l1_error:>8.4f}" if r.l1_error is not None else f" {'-':>8}"
@@ -634,5 +634,5 @@ def format_summary(summary: dict) -> str:
                     ", ".join(f"{v:.3f}" for v in u.cand_best_w) + ")"
             lines.append(line)
     if w_star is not None:
-        lines.append(f"{'planted w*':<27} " + " ".join(f"{v:>10.4f}" for v in w_star))
+        lines.append(f"{'planted w*':<27} " + " ".join(f"{round(v, 4) + 0.0:>10.4f}" for v in w_star))
     return "\n".join(lines)

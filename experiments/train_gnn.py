@@ -164,6 +164,16 @@ def _quiet() -> None:
     for msg in (".*Sparse CSR tensor support is in beta.*", ".*Sparse invariant checks.*",
                 ".*does not have many workers.*", ".*LeafSpec.*", ".*is deprecated.*"):
         warnings.filterwarnings("ignore", message=msg)
+    rank_zero = logging.getLogger("pytorch_lightning.utilities.rank_zero")
+    if not any(isinstance(f, _NoAdverts) for f in rank_zero.filters):
+        rank_zero.addFilter(_NoAdverts())
+
+
+class _NoAdverts(logging.Filter):
+    """Drop Lightning's start-up advertisement ('Tip: ... litlogger'); keep its GPU/TPU lines and warnings."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in record.getMessage().lower()
 
 
 @dataclass

@@ -32,6 +32,7 @@ def test_cli_prints_summary_and_mlflow_command(e2e):
     root, proc = e2e
     out = proc.stdout
     assert "cat_ce" in out and "emb_l2" in out and "planted w*" in out
+    assert "litlogger" not in out and "-0.0000" not in out        # review 1, #21: no advert, no negative zero
     assert f"mlflow ui --backend-store-uri sqlite:///{root.resolve()}/mlruns/mlflow.db" in out
     import re
 
