@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import errno
 import inspect
 import logging
 import os
@@ -59,6 +60,22 @@ def folder_problem(path) -> str | None:
             return f"{q} is not writable"
         return None
     return None
+
+
+def disk_full(exc: BaseException) -> bool:
+    """Whether `exc` (or what caused it: MLflow wraps sqlite's error) is a full disk."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or \
+                any(s in str(exc) for s in ("database or disk is full", "No space left on device")):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+DISK_FULL = ("the disk is full: free space under --root (data/cache/heads holds the largest files; they can be "
+             "deleted) and rerun: caches are written atomically and the next job marks this one's runs KILLED")
 
 
 def setup_logging(level: int = logging.INFO, fmt: str = "%(asctime)s %(name)s %(message)s") -> None:

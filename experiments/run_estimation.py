@@ -23,8 +23,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from datamodules.schema import WORLD_SIZES  # noqa: E402
-from estimation.cli import (choice, error, interrupted_message, interruptible, is_interrupt, parse_config,  # noqa: E402
-                            setup_logging)
+from estimation.cli import (DISK_FULL, choice, disk_full, error, interrupted_message, interruptible,  # noqa: E402
+                            is_interrupt, parse_config, setup_logging)
 from estimation.runner import (HEAD_SOURCES, OBJECTIVES, OPTIMIZERS, SPACES, EstimationConfig,  # noqa: E402
                                UsageError, check_config, format_summary, run)
 
@@ -70,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         with interruptible():
             summary = run(config)
     except Exception as e:
+        if disk_full(e):
+            return error(DISK_FULL)
         if not _reportable(e):
             raise
         return error(e)

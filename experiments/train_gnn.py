@@ -30,8 +30,9 @@ if str(ROOT) not in sys.path:
 import numpy as np  # noqa: E402
 
 from datamodules.schema import WORLD_SIZES  # noqa: E402
-from estimation.cli import (choice, end_status, error, folder_problem, interrupted_message,  # noqa: E402
-                            interruptible, is_interrupt, note_killed, parse_config, setup_logging)
+from estimation.cli import (DISK_FULL, choice, disk_full, end_status, error, folder_problem,  # noqa: E402
+                            interrupted_message, interruptible, is_interrupt, note_killed, parse_config,
+                            setup_logging)
 from estimation.runner import UsageError  # noqa: E402
 from lightning_modules.tracking import TRAINING_EXPERIMENT  # noqa: E402
 
@@ -385,6 +386,8 @@ def main(argv: list[str] | None = None) -> int:
             torch.set_float32_matmul_precision("high")
             run_id = train(config, dataset, data_dir)
     except Exception as e:
+        if disk_full(e):
+            return error(DISK_FULL)
         if not _reportable(e):
             raise
         return error(e)

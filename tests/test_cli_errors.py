@@ -435,3 +435,30 @@ def test_make_world_bad_side_dir_is_one_line_and_ensure_world_repairs_its_own_fo
     shutil.rmtree(data.parents[1] / "ground_truth")
     assert ensure_world("tiny", 3, root=tmp_path / "worlds") == data
     assert (data.parents[1] / "ground_truth" / "truth.json").is_file()
+
+
+def test_a_full_disk_is_one_line_saying_what_to_do(tmp_path, capsys, monkeypatch):
+    """A full disk during a job (seen in session 3: sqlite's 'database or disk is full' inside an MlflowException)
+    was a traceback. The failing call is replaced here by one raising what a full disk raises."""
+    import errno
+    import sqlite3
+
+    import experiments.run_estimation as est
+    import experiments.train_gnn as trn
+
+    def mlflow_full(config):
+        try:
+            raise sqlite3.OperationalError("database or disk is full")
+        except sqlite3.OperationalError as e:
+            raise RuntimeError("(raised as a result of Query-invoked autoflush)") from e
+
+    def os_full(config):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "x.npy"))
+
+    monkeypatch.setattr(est, "run", mlflow_full)
+    one_line_error_in_process(est.main, ["--root", tmp_path], capsys, "the disk is full", "free space", "rerun")
+    monkeypatch.setattr(trn, "load_training_dataset", os_full)
+    one_line_error_in_process(trn.main, ["--root", tmp_path], capsys, "the disk is full", "free space", "rerun")
+    monkeypatch.setattr(est, "run", lambda config: (_ for _ in ()).throw(RuntimeError("a bug")))
+    with pytest.raises(RuntimeError, match="a bug"):                     # other errors keep their traceback
+        est.main(["--root", str(tmp_path)])
