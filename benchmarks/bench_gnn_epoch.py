@@ -11,7 +11,10 @@ extrapolates the epoch (printed as such). It also times one GCN layer forward + 
 symmetric sparse path (what training uses) against PyG's GCNConv(normalize=True) on the edge_index (the
 notebook's path) and prints the ratio.
 
-Measured on this 2-core box (AMD EPYC, AVX2), nearly idle, 2026-12-03:
+Measured 2026-12-04 on a 2-core AMD EPYC with AVX512-BF16, idle: the kuairec-size planted world below with
+`--max-steps 0 --no-pyg`: ONE FULL EPOCH in 160.4 s, peak RSS 10.63 GB at its end (11.14 GB for the process;
+dataset 52.4 s, graph 22.3 s, adjacency 5.1 s).
+Measured on session 2's 2-core box (AMD EPYC, AVX2), nearly idle, 2026-12-03:
 - the kuairec-size planted world (`python experiments/make_world.py --size kuairec --seed 0 --out /tmp/kw`;
   7,176 x 10,728, 11.76 M interactions, 8.25 M training rows, 16.5 M message-passing edges),
   `--data-dir "/tmp/kw/KuaiRec 2.0" --max-steps 0`: ONE FULL EPOCH (126 steps of batch 65,536) in 299 s,
