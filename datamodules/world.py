@@ -797,6 +797,13 @@ def _generate(tmp: Path, size: str, seed: int, w_star, params: dict, side_dir=No
     return truth
 
 
+def _check_size_seed(size: str, seed: int) -> None:
+    if size not in SIZES:
+        raise ValueError(f"world size must be one of {', '.join(SIZES)}, got {size!r}")
+    if int(seed) < 0:
+        raise ValueError(f"world seed must be >= 0, got {seed}")
+
+
 def _refuse_foreign_data(out_dir: Path) -> None:
     """A 'KuaiRec 2.0' folder in out_dir that no generator wrote (no ground_truth/ beside it) may be a real download:
     replacing it would delete it, so refuse before generating anything."""
@@ -826,10 +833,7 @@ def make_world(out_dir, size: str = "small", seed: int = 0, w_star=None, params:
     copied byte for byte and only the rest is synthesized (users/videos/categories then come from them).
     A 'KuaiRec 2.0' folder already in out_dir without ground_truth/ beside it (a real download?) is refused unless
     replace_foreign (for folders this code manages, such as ensure_world's)."""
-    if size not in SIZES:
-        raise ValueError(f"size must be one of {sorted(SIZES)}, got {size!r}")
-    if int(seed) < 0:
-        raise ValueError(f"seed must be >= 0, got {seed}")
+    _check_size_seed(size, seed)
     unknown = set(params or {}) - set(DEFAULT_PARAMS)
     if unknown:
         raise ValueError(f"unknown world params {sorted(unknown)}; known: {sorted(DEFAULT_PARAMS)}")
@@ -888,10 +892,7 @@ def world_current(world_root: Path, size: str, seed: int) -> bool:
 def ensure_world(size: str = "small", seed: int = 0, root=None) -> Path:
     """Generate data/worlds/<size>-seed<seed>/ once (file-locked) and reuse it; returns its data folder. A world
     left by an older generator (or other params) is regenerated in place, atomically."""
-    if size not in SIZES:
-        raise ValueError(f"world size must be one of {', '.join(SIZES)}, got {size!r}")
-    if int(seed) < 0:
-        raise ValueError(f"world seed must be >= 0, got {seed}")
+    _check_size_seed(size, seed)  # before the lock file is created
     root = PROJECT_ROOT / "data" / "worlds" if root is None else Path(root)
     target = root / f"{size}-seed{seed}"
     if world_current(target, size, seed):

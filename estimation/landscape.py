@@ -24,6 +24,11 @@ CONSTRAINED_SIGNS = (1, 1, 1, -1)
 DEFAULT_AXES = ((0, 1), (2, 3))
 
 
+def outside_constrained(w) -> list[tuple[str, float]]:
+    """(head, weight) of every weight whose sign the constrained space (+, +, +, -) cannot take."""
+    return [(h, float(x)) for h, x, s in zip(HEADS, w, CONSTRAINED_SIGNS) if x * s < 0]
+
+
 def signs_of(w) -> tuple[int, ...]:
     """Sign pattern of w; a zero weight takes the constrained space's sign."""
     w = np.asarray(w, dtype=np.float64).reshape(4)

@@ -334,9 +334,9 @@ def prepare_inputs(config: EstimationConfig, client=None, uri: str | None = None
     if config.heads == "oracle" and truth is None:
         raise UsageError(f"--heads oracle needs a planted world; {data_dir} has no ground truth")
     if truth is not None and config.space == "constrained":
-        from estimation.landscape import CONSTRAINED_SIGNS
+        from estimation.landscape import outside_constrained
 
-        off = [f"{h} {x:+.3f}" for h, x, sg in zip(HEADS, truth["w_star"], CONSTRAINED_SIGNS) if x * sg < 0]
+        off = [f"{h} {x:+.3f}" for h, x in outside_constrained(truth["w_star"])]
         if off:
             log.warning("warning: the planted w* has %s, outside the constrained space (+,+,+,-) searched here: "
                         "it cannot be recovered (errors are measured against it anyway; --space reference "
@@ -613,6 +613,11 @@ def _log_parent_summary(client, parent_id, results: list[PairResult], w_star, pl
             client.log_metric(parent_id, f"{tag}.l1_error", r.l1_error)
 
 
+def _weights_text(w) -> str:
+    """Four weights in columns, rounded first so that no -0.0000 appears."""
+    return " ".join(f"{round(float(v), 4) + 0.0:>10.4f}" for v in w)
+
+
 def format_summary(summary: dict) -> str:
     """The table printed at the end: objective, optimizer, weights, loss, recovery error."""
     w_star = summary["w_star"]
@@ -620,7 +625,7 @@ def format_summary(summary: dict) -> str:
         f" {'loss':>12} {'evals':>6}" + (f" {'L1 err':>8}" if w_star is not None else "")
     lines = [head, "-" * len(head)]
     for r in summary["results"]:
-        line = f"{r.objective:<14} {r.optimizer:<12} " + " ".join(f"{round(v, 4) + 0.0:>10.4f}" for v in r.w) + \
+        line = f"{r.objective:<14} {r.optimizer:<12} " + _weights_text(r.w) + \
             f" {r.loss:>12.5g} {r.n_evals:>6d}"
         if w_star is not None:
             line += f" {r.l1_error:>8.4f}" if r.l1_error is not None else f" {'-':>8}"
@@ -634,5 +639,5 @@ def format_summary(summary: dict) -> str:
                     ", ".join(f"{v:.3f}" for v in u.cand_best_w) + ")"
             lines.append(line)
     if w_star is not None:
-        lines.append(f"{'planted w*':<27} " + " ".join(f"{round(v, 4) + 0.0:>10.4f}" for v in w_star))
+        lines.append(f"{'planted w*':<27} " + _weights_text(w_star))
     return "\n".join(lines)

@@ -21,10 +21,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from datamodules.raw import DataError  # noqa: E402
-from datamodules.schema import HEADS  # noqa: E402
 from datamodules.world import SIZES, load_truth, make_world  # noqa: E402
-from estimation.cli import OneLineParser, error, interruptible, is_interrupt, setup_logging  # noqa: E402
-from estimation.landscape import CONSTRAINED_SIGNS  # noqa: E402  (the default --space of run_estimation)
+from estimation.cli import OneLineParser, error, folder_problem, interruptible, is_interrupt, setup_logging  # noqa: E402
+from estimation.landscape import outside_constrained  # noqa: E402  (the default --space of run_estimation)
 
 
 def parse_w_star(ap: argparse.ArgumentParser, text: str) -> list[float]:
@@ -38,15 +37,6 @@ def parse_w_star(ap: argparse.ArgumentParser, text: str) -> list[float]:
     if not all(math.isfinite(x) for x in w) or sum(abs(x) for x in w) == 0:
         ap.error(f"--w-star must be finite and not all zero (it is scaled to sum|w| = 1), got {text!r}")
     return w
-
-
-def check_out(ap: argparse.ArgumentParser, out: Path) -> None:
-    """--out must be a folder or not exist yet, and so must every parent up to one that exists as a folder."""
-    for p in (out, *out.parents):
-        if p.exists():
-            if not p.is_dir():
-                ap.error(f"--out {out}: {p} is a file, not a folder; pass a new folder (or an old world's root)")
-            return
 
 
 def _join_negative_w_star(argv: list[str]) -> list[str]:
@@ -79,12 +69,14 @@ def main(argv=None) -> int:
     w = parse_w_star(ap, args.w_star) if args.w_star else None
     if args.seed < 0:
         ap.error(f"--seed must be >= 0, got {args.seed}")
-    check_out(ap, args.out)
+    problem = folder_problem(args.out)
+    if problem:
+        ap.error(f"--out {args.out}: {problem}; pass a new folder (or an old world's root)")
     if args.side_dir is not None and not args.side_dir.is_dir():
         ap.error(f"--side-dir {args.side_dir}: not a folder; pass the folder holding user_features.csv, "
                  f"item_categories.csv and kuairec_caption_category.csv")
     if w is not None:
-        off = [f"{h} {x:+g}" for h, x, s in zip(HEADS, w, CONSTRAINED_SIGNS) if x != 0 and (x > 0) != (s > 0)]
+        off = [f"{h} {x:+g}" for h, x in outside_constrained(w)]
         if off:
             print(f"warning: --w-star signs {', '.join(off)} fall outside the constrained space (+,+,+,-) that "
                   f"run_estimation searches by default (--space constrained cannot recover this w*)", file=sys.stderr)
